@@ -1,0 +1,140 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"net/http"
+
+	"github.com/sekisho/sekisho/proxy/metrics"
+	"github.com/sekisho/sekisho/proxy/pages"
+	"github.com/sekisho/sekisho/proxy/tunnel"
+	"github.com/sekisho/sekisho/rules"
+)
+
+// serveConnect decides a CONNECT and, when allowed, relays the tunnel with
+// its upload budget. It runs the tunnel on the handler's goroutine, so the
+// audit line is written when the tunnel ends.
+func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, st *state) {
+	// Any answer but the tunnel ends the connection: the framing scanner
+	// stops at a CONNECT head (what follows is a tunnel's bytes), so a
+	// request after a refused CONNECT would not be checked.
+	w.Header().Set("Connection", "close")
+	st.mode = metrics.ModeTunnel
+	f := &st.facts
+	f.Stream = true
+	f.Body.FileParts, f.Body.PartsComplete = rules.TriNo, true
+	host, port, err := rules.SplitHostPort(r.Host, 0)
+	if err != nil {
+		s.refuse(w, r, st, http.StatusBadRequest, metrics.ReasonBadRequest, err.Error())
+		return
+	}
+	f.Host, f.Port = host, port
+	if denied := s.resolveAndDecide(r.Context(), st); denied != nil {
+		st.err = denied
+		s.refuse(w, r, st, http.StatusForbidden, metrics.ReasonDestinationDenied, denied.Error())
+		return
+	}
+	d := st.decision
+	if d.Blocks() {
+		st.status = http.StatusForbidden
+		ct, body := pages.RenderBlock(s.blockInfo(st), pages.WantsJSON(r.Header.Get("Accept")))
+		writeBody(w, http.StatusForbidden, ct, body, st.id)
+		return
+	}
+	if !st.resolved {
+		s.metrics.Errors.WithLabelValues(metrics.ReasonResolve).Inc()
+		p := problemFor(http.StatusBadGateway, metrics.ReasonResolve, st.err.Error())
+		st.status, st.reason = p.Status, metrics.ReasonResolve
+		p.RequestID, p.Host, p.Helpdesk = st.id, f.Host, s.cfg.Helpdesk
+		s.writeProblem(w, r, p, false)
+		return
+	}
+	upstream, err := s.dialer.Dial(r.Context(), st.target.Addr)
+	if err != nil {
+		status, reason := upstreamFailure(err)
+		s.metrics.Errors.WithLabelValues(reason).Inc()
+		st.status, st.reason, st.err = status, reason, err
+		p := problemFor(status, reason, err.Error())
+		p.RequestID, p.Host, p.Helpdesk = st.id, f.Host, s.cfg.Helpdesk
+		s.writeProblem(w, r, p, false)
+		return
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		_ = upstream.Close()
+		s.refuse(w, r, st, http.StatusBadRequest, metrics.ReasonUnsupportedRequest, "CONNECT over this protocol is not supported")
+		return
+	}
+	conn, rw, err := hj.Hijack()
+	if err != nil {
+		_ = upstream.Close()
+		st.err = err
+		return
+	}
+	// Bytes the client sent right after its CONNECT (a TLS ClientHello in
+	// the same packet) are in the HTTP parser's buffer: they go first, and
+	// count against the budget.
+	var prefix []byte
+	if n := rw.Reader.Buffered(); n > 0 {
+		b, _ := rw.Reader.Peek(n)
+		prefix = append([]byte(nil), b...)
+	}
+	st.status = http.StatusOK
+	st.budget = d.Budget
+	if _, err := conn.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
+		_ = upstream.Close()
+		_ = conn.Close()
+		st.err = err
+		return
+	}
+	client, ok := bareTCP(conn)
+	if !ok {
+		_ = upstream.Close()
+		_ = conn.Close()
+		st.err = errors.New("client connection is not TCP")
+		return
+	}
+	s.metrics.ActiveTunnels.WithLabelValues(metrics.ModeTunnel).Inc()
+	untrack := s.trackTunnel(func() {
+		_ = upstream.Close()
+		_ = conn.Close()
+	})
+	res := tunnel.Run(client, upstream, prefix, d.Budget, !d.ReportOnly, conn.Close)
+	untrack()
+	s.metrics.ActiveTunnels.WithLabelValues(metrics.ModeTunnel).Dec()
+	st.up.Store(res.Up)
+	st.down.Store(res.Down)
+	if res.BudgetExceeded {
+		st.budgetExceeded.Store(true)
+		st.reason = "upload_budget_exceeded"
+	}
+	if res.Err != nil {
+		st.err = res.Err
+	}
+}
+
+// bareTCP finds the *net.TCPConn under the accepted connection, so that
+// the tunnel's copies can splice.
+func bareTCP(c net.Conn) (*net.TCPConn, bool) {
+	for {
+		switch t := c.(type) {
+		case *net.TCPConn:
+			return t, true
+		case *clientConn:
+			c = t.Conn.NetConn()
+		case interface{ NetConn() net.Conn }:
+			c = t.NetConn()
+		default:
+			return nil, false
+		}
+	}
+}
+
+func writeBody(w http.ResponseWriter, status int, ct string, body []byte, id string) {
+	h := w.Header()
+	h.Set("Content-Type", ct)
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Sekisho-Request-Id", id)
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}

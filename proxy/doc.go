@@ -1,0 +1,18 @@
+// Package proxy carries the traffic: the forward proxy server (plain HTTP in
+// absolute form through github.com/elazarl/goproxy, CONNECT tunnels with an
+// upload budget), the gate that keeps it from being an open proxy, and the
+// admin handler.
+//
+// One request, end to end: ServeHTTP checks the connection's framing verdict
+// and the client's network; the destination host is normalised and matched
+// to a service; package dial resolves it, geolocates every address, prefers
+// a domestic one and pins it; the rules decide on the facts (a bounded prefix
+// of the body is held back only when a rule needs it); a blocked request is
+// answered with the block page before anything is dialed, without reading
+// its body; an allowed one is sent to exactly the pinned address, its body
+// streaming through; the audit line and the metrics close the request.
+//
+// Non-goals: the proxy does not read files or parse rules (it is handed a
+// RulesSource and a geo Locator), and it does not decide anything the rules
+// do not say.
+package proxy

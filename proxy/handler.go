@@ -1,0 +1,272 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/sekisho/sekisho/proxy/audit"
+	"github.com/sekisho/sekisho/proxy/dial"
+	"github.com/sekisho/sekisho/proxy/framing"
+	"github.com/sekisho/sekisho/proxy/metrics"
+	"github.com/sekisho/sekisho/proxy/upload"
+	"github.com/sekisho/sekisho/rules"
+)
+
+var sprintf = fmt.Sprintf
+
+type stateKey struct{}
+
+// state is everything sekisho knows about one request or tunnel, from
+// accept to the audit line. It travels in the request context (goproxy's
+// handlers reach it through ctx.UserData).
+type state struct {
+	id     string
+	start  time.Time
+	client netip.AddrPort
+	set    *rules.Set // loaded once per request
+	conn   *clientConn
+	rc     *http.ResponseController
+
+	facts     rules.Facts
+	partTypes [16]string
+	decision  rules.Decision
+	decided   bool
+	target    dial.Target
+	resolved  bool
+	held      *upload.Held
+
+	mode   string
+	scheme string
+	status int
+	reason string
+	err    error
+
+	up, down       atomic.Int64
+	budget         int64
+	budgetExceeded atomic.Bool
+	done           atomic.Bool
+}
+
+func stateFrom(ctx context.Context) *state {
+	st, _ := ctx.Value(stateKey{}).(*state)
+	return st
+}
+
+// ServeHTTP is the front door: framing check, client check, then CONNECT,
+// a request for sekisho itself, or a request to proxy.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	st := &state{
+		id:    s.newID(),
+		start: time.Now(),
+		set:   s.rules.Load(),
+		mode:  metrics.ModeHTTP,
+		rc:    http.NewResponseController(w),
+	}
+	st.client, _ = netip.ParseAddrPort(r.RemoteAddr)
+	st.facts.Client = st.client.Addr().Unmap()
+	st.facts.Method = r.Method
+	st.facts.Body.PartTypes = st.partTypes[:0]
+	defer s.finish(st)
+	if cc, ok := r.Context().Value(connKey{}).(*clientConn); ok {
+		st.conn = cc
+		if p := cc.Next(); p != framing.None {
+			s.refuse(w, r, st, http.StatusBadRequest, metrics.ReasonAmbiguousFraming, p.String())
+			return
+		}
+	}
+
+	if !s.clientAllowed(st.facts.Client) {
+		s.refuse(w, r, st, http.StatusForbidden, metrics.ReasonClientNotAllowed, "client address is not in an allowed network")
+		return
+	}
+	if r.Method == http.MethodConnect {
+		s.serveConnect(w, r, st)
+		return
+	}
+	if !r.URL.IsAbs() {
+		st.mode = ""
+		s.serveNonProxy(w, r)
+		st.status = http.StatusOK
+		return
+	}
+	st.scheme = r.URL.Scheme
+	if r.URL.Scheme != "http" {
+		s.refuse(w, r, st, http.StatusBadRequest, metrics.ReasonUnsupportedRequest,
+			"scheme "+strconv.Quote(r.URL.Scheme)+" is not proxied as plain HTTP; HTTPS goes through CONNECT")
+		return
+	}
+	s.gp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+	if st.mode == metrics.ModeWebSocket && st.conn != nil {
+		// goproxy hijacked the client connection for the WebSocket and
+		// returns when one direction ends; the connection is ours to close.
+		_ = st.conn.Close()
+	}
+}
+
+func (s *Server) clientAllowed(a netip.Addr) bool {
+	for _, p := range s.allowed {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// refuse answers a request that is not served at all (bad framing, client
+// not allowed, malformed) and records it. The connection is closed after
+// the answer: whatever follows on it cannot be trusted.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, st *state, status int, reason, detail string) {
+	s.metrics.Refused.WithLabelValues(reason).Inc()
+	st.status, st.reason = status, reason
+	if st.err == nil && detail != "" {
+		st.err = fmt.Errorf("%s", detail)
+	}
+	p := problemFor(status, reason, detail)
+	p.RequestID = st.id
+	p.Host = st.facts.Host
+	p.Helpdesk = s.cfg.Helpdesk
+	s.writeProblem(w, r, p, true)
+}
+
+// finish writes the audit line and updates the metrics, once per request.
+func (s *Server) finish(st *state) {
+	if st.done.Swap(true) {
+		return
+	}
+	if st.held != nil {
+		st.held.Release()
+		st.held = nil
+	}
+	if st.rc != nil {
+		_ = st.rc.SetWriteDeadline(time.Time{})
+	}
+	f := &st.facts
+	dur := time.Since(st.start)
+	rec := audit.Record{
+		ID:          st.id,
+		Kind:        audit.KindRequest,
+		Client:      st.client.String(),
+		Method:      f.Method,
+		Scheme:      st.scheme,
+		Host:        f.Host,
+		Port:        f.Port,
+		Path:        f.Path,
+		Mode:        st.mode,
+		Status:      st.status,
+		Duration:    dur,
+		Reason:      st.reason,
+		UploadBytes: st.up.Load(),
+		RulesHash:   shortHash(st.set),
+	}
+	rec.DownloadBytes = st.down.Load()
+	if st.mode == metrics.ModeTunnel {
+		rec.Kind = audit.KindTunnel
+	}
+	if st.err != nil {
+		rec.Error = st.err.Error()
+	}
+	if st.resolved {
+		rec.Addr = st.target.Addr.String()
+		rec.ASN = st.target.Location.ASN
+	}
+	if f.Host != "" && st.decided {
+		rec.ClientGroup = f.GroupName()
+		rec.Country = f.Country
+		rec.Declared = f.Declared
+		rec.Effective = f.Effective
+		rec.Destination = f.Destination.String()
+		rec.Service = f.ServiceName()
+		if f.Endpoint != nil {
+			rec.Endpoint = f.Endpoint.Name
+		}
+		d := st.decision
+		rec.Rule = d.RuleName()
+		rec.Action = d.Action.String()
+		rec.WouldBlock = d.WouldBlock()
+		rec.FailClosed = d.FailClosed
+		if f.Stream {
+			rec.Budget = d.Budget
+			rec.BudgetExceeded = st.budgetExceeded.Load()
+		} else {
+			rec.BodyBytes = bodyBytes(&f.Body)
+			rec.ContentType = f.Body.ContentType
+			if f.Body.Present {
+				rec.FileParts = triString(f.Body.FileParts)
+				rec.PartTypes = f.Body.PartTypes
+			}
+		}
+	} else if st.set != nil {
+		rec.ClientGroup = groupName(st.set, st.facts.Client)
+	}
+	s.audit.Log(&rec)
+
+	if st.mode == "" || !st.decided {
+		return // refused before a decision: counted in sekisho_proxy_refused_total
+	}
+	svc, country, group := f.ServiceName(), f.Effective, f.GroupName()
+	action := st.decision.Action.String()
+	if st.decision.WouldBlock() {
+		action = rules.Log.String() // let through, recorded as notable
+	}
+	m := s.metrics
+	m.Requests.WithLabelValues(st.mode, svc, country, action, group).Inc()
+	if n := st.up.Load(); n > 0 {
+		m.UploadBytes.WithLabelValues(st.mode, svc, country, action, group).Add(float64(n))
+	}
+	if n := st.down.Load(); n > 0 {
+		m.DownloadBytes.WithLabelValues(st.mode, svc, country, action, group).Add(float64(n))
+	}
+	switch {
+	case st.decision.Blocks():
+		m.Blocked.WithLabelValues(svc, country, st.decision.RuleName(), group).Inc()
+	case st.decision.WouldBlock():
+		m.WouldBlock.WithLabelValues(svc, country, st.decision.RuleName(), group).Inc()
+	}
+	if st.budgetExceeded.Load() {
+		m.BudgetCloses.WithLabelValues(svc, country, group).Inc()
+	}
+	m.Duration.WithLabelValues(st.mode).Observe(dur.Seconds())
+}
+
+func shortHash(set *rules.Set) string {
+	if set == nil {
+		return ""
+	}
+	h := set.Hash()
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}
+
+func groupName(set *rules.Set, a netip.Addr) string {
+	if g := set.ClientGroup(a); g != nil {
+		return g.Name
+	}
+	return rules.OtherGroup
+}
+
+func bodyBytes(b *rules.Body) int64 {
+	if !b.Present && b.SizeExact {
+		return 0
+	}
+	if b.SizeExact {
+		return b.Size
+	}
+	return -1
+}
+
+func triString(t rules.Tri) string {
+	switch t {
+	case rules.TriYes:
+		return "yes"
+	case rules.TriNo:
+		return "no"
+	}
+	return "unknown"
+}

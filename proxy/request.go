@@ -1,0 +1,397 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/elazarl/goproxy"
+
+	"github.com/sekisho/sekisho/geo"
+	"github.com/sekisho/sekisho/proxy/dial"
+	"github.com/sekisho/sekisho/proxy/metrics"
+	"github.com/sekisho/sekisho/proxy/upload"
+	"github.com/sekisho/sekisho/rules"
+)
+
+// resolveAndDecide resolves and geolocates the destination in st.facts
+// (Host, Port set), prepares the facts and decides on what the headers
+// say. It returns a non-nil problem only for a denied destination, which is
+// refused whatever the rules say.
+func (s *Server) resolveAndDecide(ctx context.Context, st *state) (denied error) {
+	f := &st.facts
+	set := st.set
+	t, err := s.dialer.Resolve(ctx, f.Host, f.Port, func(loc geo.Location) int {
+		switch set.Classify(loc.Country) {
+		case rules.Domestic:
+			return 0
+		case rules.Internal:
+			return 1
+		case rules.Foreign:
+			return 2
+		}
+		return 3
+	})
+	st.target = t
+	switch {
+	case errors.Is(err, dial.ErrDenied):
+		st.resolved = t.Addr.IsValid()
+		return err
+	case err != nil:
+		// Unresolvable: the country is unknown, which the rules treat as
+		// foreign. An upload is decided (and blocked) on that; anything
+		// else gets a 502 after the decision.
+		st.err = err
+		f.Country = geo.CountryUnknown
+	default:
+		st.resolved = true
+		f.Addr = t.Addr.Addr()
+		f.Country = t.Location.Country
+	}
+	set.Prepare(f)
+	st.decision = set.Decide(f)
+	st.decided = true
+	return nil
+}
+
+// onRequest decides a proxied HTTP request (goproxy request handler). It
+// returns a response to answer instead of forwarding — a block page, a
+// refusal — or the request rewritten to go to exactly the address that was
+// geolocated.
+func (s *Server) onRequest(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
+	st := stateFrom(req.Context())
+	if st == nil {
+		return req, s.problemResponse(req, &state{id: s.newID()}, problemFor(http.StatusInternalServerError, metrics.ReasonUnsupportedRequest, "request without proxy state"))
+	}
+	ctx.UserData = st
+	f := &st.facts
+	authority := req.Host
+	host, port, err := rules.SplitHostPort(req.URL.Host, 80)
+	if err != nil {
+		return req, s.refuseResponse(req, st, http.StatusBadRequest, metrics.ReasonBadRequest, err.Error())
+	}
+	f.Host, f.Port = host, port
+	f.Path = cleanPath(req.URL.Path)
+	websocket := isWebSocket(req.Header)
+	if websocket {
+		f.Stream = true
+		st.mode = metrics.ModeWebSocket
+	}
+	upload.Classify(req.Header, req.ContentLength, req.TransferEncoding, &f.Body)
+
+	if denied := s.resolveAndDecide(req.Context(), st); denied != nil {
+		st.err = denied
+		return req, s.refuseResponse(req, st, http.StatusForbidden, metrics.ReasonDestinationDenied, denied.Error())
+	}
+	if st.decision.NeedBody {
+		if resp := s.holdBody(req, st); resp != nil {
+			return req, resp
+		}
+	}
+	if st.decision.Blocks() {
+		st.status = http.StatusForbidden
+		return req, s.blockResponse(req, st)
+	}
+	if !st.resolved {
+		s.metrics.Errors.WithLabelValues(metrics.ReasonResolve).Inc()
+		p := problemFor(http.StatusBadGateway, metrics.ReasonResolve, st.err.Error())
+		st.status, st.reason = p.Status, metrics.ReasonResolve
+		return req, s.problemResponse(req, st, p)
+	}
+
+	// Allowed: send it to the address that was decided on, and count.
+	if st.held != nil {
+		req.Body = &heldBody{held: st.held, rest: req.Body, st: st}
+		st.held = nil // the body owns the buffer now; Close releases it
+	} else if req.Body != nil && req.Body != http.NoBody {
+		req.Body = &reqBody{rc: req.Body, st: st, idle: s.limits.BodyIdleTimeout}
+	}
+	req.URL.Host = st.target.Addr.String()
+	req.Host = authority
+	removeHopByHop(req.Header, websocket)
+	req.Header.Del("X-Forwarded-For") // never tell a foreign server who inside sent it
+	ctx.RoundTripper = s.rt
+	return req, nil
+}
+
+// holdBody reads a bounded prefix of the body when a rule needs to see
+// into it, then decides again with Final set. It returns a response when
+// the body cannot be read.
+func (s *Server) holdBody(req *http.Request, st *state) *http.Response {
+	s.metrics.HeldBodies.Inc()
+	f := &st.facts
+	if req.Body != nil && req.Body != http.NoBody {
+		deadline := time.Now().Add(s.limits.BodyIdleTimeout)
+		_ = st.rc.SetReadDeadline(deadline)
+		held, err := upload.Hold(req.Body, s.limits.HoldBodyBytes)
+		_ = st.rc.SetReadDeadline(time.Time{})
+		st.held = held
+		if err != nil {
+			st.err = err
+			return s.refuseResponse(req, st, http.StatusBadRequest, metrics.ReasonBadRequest, "cannot read the request body: "+err.Error())
+		}
+		upload.Update(&f.Body, held, upload.Boundary(req.Header.Get("Content-Type")))
+	}
+	f.Final = true
+	st.decision = st.set.Decide(f)
+	return nil
+}
+
+// roundTrip sends an allowed request upstream (goproxy RoundTripper) and
+// wraps the response body to count it and bound slow clients; a WebSocket
+// upgrade gets the stream body that enforces the upload budget.
+func (s *Server) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Response, error) {
+	resp, err := s.tr.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	st, _ := ctx.UserData.(*state)
+	if st == nil {
+		return resp, nil
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && st.mode == metrics.ModeWebSocket {
+			s.metrics.ActiveTunnels.WithLabelValues(metrics.ModeWebSocket).Inc()
+			untrack := s.trackTunnel(func() { _ = rwc.Close() })
+			st.budget = st.decision.Budget
+			resp.Body = &streamBody{rwc: rwc, st: st, budget: st.decision.Budget, enforce: !st.decision.ReportOnly, onClose: func() {
+				untrack()
+				s.metrics.ActiveTunnels.WithLabelValues(metrics.ModeWebSocket).Dec()
+			}}
+			return resp, nil
+		}
+		_ = resp.Body.Close()
+		return nil, errors.New("upstream switched to a protocol other than the WebSocket the client asked for")
+	}
+	removeHopByHop(resp.Header, false)
+	resp.Body = &respBody{rc: resp.Body, st: st, idle: s.limits.WriteIdleTimeout}
+	return resp, nil
+}
+
+// onResponse turns a failed upstream exchange into a clear error page and
+// records the status (goproxy response handler).
+func (s *Server) onResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {
+	st, _ := ctx.UserData.(*state)
+	if st == nil {
+		return resp
+	}
+	if resp == nil {
+		status, reason := upstreamFailure(ctx.Error)
+		s.metrics.Errors.WithLabelValues(reason).Inc()
+		detail := "no response"
+		if ctx.Error != nil {
+			detail = ctx.Error.Error()
+			st.err = ctx.Error
+		}
+		st.status, st.reason = status, reason
+		return s.problemResponse(ctx.Req, st, problemFor(status, reason, detail))
+	}
+	if st.status == 0 {
+		st.status = resp.StatusCode
+	}
+	return resp
+}
+
+func upstreamFailure(err error) (int, string) {
+	var ne interface{ Timeout() bool }
+	switch {
+	case err == nil:
+		return http.StatusBadGateway, metrics.ReasonUpstream
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return http.StatusGatewayTimeout, metrics.ReasonTimeout
+	case errors.Is(err, dial.ErrDenied):
+		return http.StatusForbidden, metrics.ReasonDestinationDenied
+	case strings.Contains(err.Error(), "dial tcp"), strings.Contains(err.Error(), "connection refused"):
+		return http.StatusBadGateway, metrics.ReasonDial
+	}
+	return http.StatusBadGateway, metrics.ReasonUpstream
+}
+
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h[name] {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func isWebSocket(h http.Header) bool {
+	return headerHasToken(h, "Connection", "upgrade") && headerHasToken(h, "Upgrade", "websocket")
+}
+
+// hopHeaders are meaningful for one connection only (RFC 9110 §7.6.1) and
+// are not forwarded.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// removeHopByHop deletes the hop-by-hop headers and those the Connection
+// header names. keepUpgrade keeps Connection and Upgrade for a WebSocket
+// handshake.
+func removeHopByHop(h http.Header, keepUpgrade bool) {
+	for _, v := range h["Connection"] {
+		for _, name := range strings.Split(v, ",") {
+			name = strings.TrimSpace(name)
+			if name == "" || (keepUpgrade && strings.EqualFold(name, "Upgrade")) {
+				continue
+			}
+			h.Del(name)
+		}
+	}
+	for _, name := range hopHeaders {
+		if keepUpgrade && (name == "Connection" || name == "Upgrade") {
+			continue
+		}
+		h.Del(name)
+	}
+	if keepUpgrade {
+		h.Set("Connection", "Upgrade")
+	}
+}
+
+// reqBody counts a request body on its way upstream and gives the client a
+// deadline for each pause while sending it.
+type reqBody struct {
+	rc   io.ReadCloser
+	st   *state
+	idle time.Duration
+}
+
+func (b *reqBody) Read(p []byte) (int, error) {
+	if !b.st.done.Load() {
+		_ = b.st.rc.SetReadDeadline(time.Now().Add(b.idle))
+	}
+	n, err := b.rc.Read(p)
+	b.st.up.Add(int64(n))
+	return n, err
+}
+
+func (b *reqBody) Close() error { return b.rc.Close() }
+
+// heldBody replays the held prefix, then the rest of the body. The pooled
+// buffer is released on Close: the transport may read a request body until
+// it closes it, even after RoundTrip has returned.
+type heldBody struct {
+	held *upload.Held
+	off  int
+	rest io.ReadCloser
+	st   *state
+	once sync.Once
+	mu   sync.Mutex
+}
+
+func (b *heldBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	if b.held == nil {
+		b.mu.Unlock()
+		return 0, errors.New("read after close")
+	}
+	if b.off < len(b.held.Data) {
+		n := copy(p, b.held.Data[b.off:])
+		b.off += n
+		b.mu.Unlock()
+		b.st.up.Add(int64(n))
+		return n, nil
+	}
+	eof := b.held.EOF
+	b.mu.Unlock()
+	if eof || b.rest == nil {
+		return 0, io.EOF
+	}
+	n, err := b.rest.Read(p)
+	b.st.up.Add(int64(n))
+	return n, err
+}
+
+func (b *heldBody) Close() error {
+	var err error
+	b.once.Do(func() {
+		if b.rest != nil {
+			err = b.rest.Close()
+		}
+		b.mu.Lock()
+		b.held.Release()
+		b.held = nil
+		b.mu.Unlock()
+	})
+	return err
+}
+
+// respBody counts a response body on its way to the client and gives the
+// client a deadline to accept each chunk.
+type respBody struct {
+	rc   io.ReadCloser
+	st   *state
+	idle time.Duration
+}
+
+func (b *respBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	b.st.down.Add(int64(n))
+	if n > 0 && !b.st.done.Load() {
+		_ = b.st.rc.SetWriteDeadline(time.Now().Add(b.idle))
+	}
+	return n, err
+}
+
+func (b *respBody) Close() error { return b.rc.Close() }
+
+// streamBody is the upstream side of an upgraded connection (WebSocket).
+// goproxy copies client bytes into Write: they are counted against the
+// upload budget, and a write that would exceed it is refused whole — none
+// of its bytes reach the upstream socket.
+type streamBody struct {
+	rwc     io.ReadWriteCloser
+	st      *state
+	budget  int64
+	enforce bool
+	onClose func()
+	once    sync.Once
+}
+
+func (b *streamBody) Read(p []byte) (int, error) {
+	n, err := b.rwc.Read(p)
+	b.st.down.Add(int64(n))
+	return n, err
+}
+
+var errBudget = errors.New("upload budget exceeded")
+
+func (b *streamBody) Write(p []byte) (int, error) {
+	if b.budget >= 0 && b.st.up.Load()+int64(len(p)) > b.budget {
+		b.st.budgetExceeded.Store(true)
+		if b.enforce {
+			_ = b.rwc.Close()
+			return 0, errBudget
+		}
+	}
+	n, err := b.rwc.Write(p)
+	b.st.up.Add(int64(n))
+	return n, err
+}
+
+func (b *streamBody) Close() error {
+	err := b.rwc.Close()
+	b.once.Do(b.onClose)
+	return err
+}
