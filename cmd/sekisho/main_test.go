@@ -1,0 +1,483 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sekisho/sekisho/geo/geotest"
+	"github.com/sekisho/sekisho/proxy/proxytest"
+)
+
+const blockKR = `version: 1
+rules:
+  - name: block-foreign-uploads
+    destinations: [foreign]
+    upload: true
+    action: block
+`
+
+const allowKR = `version: 1
+domestic: [JP, KR]
+rules:
+  - name: block-foreign-uploads
+    destinations: [foreign]
+    upload: true
+    action: block
+`
+
+// env is a running sekisho booted from a config file by the real wiring
+// (start), with the test geo database and test sites.
+type env struct {
+	dir   string
+	inst  *instance
+	sites *proxytest.Sites
+	out   *syncBuffer
+	errs  *syncBuffer
+}
+
+type syncBuffer struct {
+	mu chanMutex
+	b  bytes.Buffer
+}
+
+type chanMutex chan struct{}
+
+func (m chanMutex) lock()   { m <- struct{}{} }
+func (m chanMutex) unlock() { <-m }
+
+func newSyncBuffer() *syncBuffer { return &syncBuffer{mu: make(chanMutex, 1)} }
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.lock()
+	defer s.mu.unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.lock()
+	defer s.mu.unlock()
+	return s.b.String()
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// replaceByRename writes content the way editors and config tools do:
+// a new file renamed over the old one.
+func replaceByRename(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	writeFile(t, tmp, content)
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// boot writes sekisho.yaml (with extra lines appended) and starts sekisho.
+func boot(t *testing.T, rulesRef string, extra string) *env {
+	t.Helper()
+	dir := t.TempDir()
+	e := &env{dir: dir, sites: proxytest.NewSites(t), out: newSyncBuffer(), errs: newSyncBuffer()}
+	geoPath := geotest.WriteFile(t, dir, geotest.CountryCode, geotest.Default)
+	var deny []string
+	for _, p := range proxytest.TestDeny() {
+		deny = append(deny, `"`+p.String()+`"`)
+	}
+	cfgText := fmt.Sprintf(`version: 1
+listen: 127.0.0.1:0
+admin_listen: 127.0.0.1:0
+rules: %s
+geo:
+  database: %s
+  internal_networks: [10.0.0.0/8]
+clients:
+  allow: [127.0.0.0/8]
+destinations:
+  deny: [%s]
+log:
+  level: debug
+%s`, rulesRef, geoPath, strings.Join(deny, ", "), extra)
+	writeFile(t, filepath.Join(dir, "sekisho.yaml"), cfgText)
+	cfg, err := loadConfig(filepath.Join(dir, "sekisho.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, err := start(context.Background(), cfg, options{stdout: e.out, stderr: e.errs, resolver: proxytest.DefaultResolver()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.inst = inst
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = inst.Shutdown(ctx)
+		if t.Failed() {
+			t.Logf("sekisho log:\n%s", e.errs.String())
+		}
+	})
+	return e
+}
+
+func (e *env) client() *http.Client {
+	pu, _ := url.Parse("http://" + e.inst.ProxyAddrs[0])
+	return &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu), DisableKeepAlives: true}, Timeout: 10 * time.Second}
+}
+
+// uploadStatus POSTs a small body to a test site through sekisho.
+func (e *env) uploadStatus(t *testing.T, host string) int {
+	t.Helper()
+	resp, err := e.client().Post(e.sites.URL(host, "/upload"), "text/plain", strings.NewReader("residents' data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func (e *env) waitStatus(t *testing.T, host string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := e.uploadStatus(t, host)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("upload to %s: status %d, want %d (rules not reloaded?)", host, got, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (e *env) admin(t *testing.T, method, path string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, "http://"+e.inst.AdminAddr+path, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func (e *env) metric(t *testing.T, line string) bool {
+	t.Helper()
+	_, m := e.admin(t, "GET", "/metrics")
+	return strings.Contains(m, line)
+}
+
+func TestRulesReloadByRename(t *testing.T) {
+	dir := t.TempDir()
+	rulesPath := filepath.Join(dir, "rules.yaml")
+	writeFile(t, rulesPath, blockKR)
+	e := boot(t, rulesPath, "")
+	if got := e.uploadStatus(t, "kr.example"); got != 403 {
+		t.Fatalf("initial rules: upload to KR %d, want 403", got)
+	}
+	replaceByRename(t, rulesPath, allowKR)
+	e.waitStatus(t, "kr.example", 200)
+
+	// A broken file: rejected with file:line, the previous rules stay.
+	replaceByRename(t, rulesPath, allowKR+"  - name: broken\n    acton: block\n")
+	deadline := time.Now().Add(5 * time.Second)
+	for !e.metric(t, "sekisho_rules_last_reload_successful 0") {
+		if time.Now().After(deadline) {
+			t.Fatal("broken rules were not reported as a failed reload")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := e.uploadStatus(t, "kr.example"); got != 200 {
+		t.Fatalf("after a broken reload the previous rules must stay in force: %d", got)
+	}
+	_, status := e.admin(t, "GET", "/-/status")
+	if !strings.Contains(status, rulesPath+`:9:5: unknown field \"acton\" in a rule; did you mean \"action\"?`) {
+		t.Errorf("status must show the file:line error:\n%s", status)
+	}
+	if !strings.Contains(e.errs.String(), "rules reload failed") {
+		t.Errorf("failed reload must be logged:\n%s", e.errs.String())
+	}
+	if !e.metric(t, `sekisho_rules_reloads_total{result="failure"} 1`) {
+		t.Error("failure counter not incremented")
+	}
+
+	// Fixed again: reloads.
+	replaceByRename(t, rulesPath, blockKR)
+	e.waitStatus(t, "kr.example", 403)
+	if !e.metric(t, "sekisho_rules_last_reload_successful 1") {
+		t.Error("last_reload_successful must be 1 again")
+	}
+}
+
+// TestRulesReloadConfigMapSwap mounts rules the way Kubernetes mounts a
+// ConfigMap: the visible file is a symlink through "..data", and an update
+// swaps "..data" to a new timestamped directory with one rename.
+func TestRulesReloadConfigMapSwap(t *testing.T) {
+	dir := t.TempDir()
+	v1 := filepath.Join(dir, "..2026_11_23_10_00_00.000000001")
+	if err := os.Mkdir(v1, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(v1, "rules.yaml"), blockKR)
+	must(t, os.Symlink(filepath.Base(v1), filepath.Join(dir, "..data")))
+	must(t, os.Symlink(filepath.Join("..data", "rules.yaml"), filepath.Join(dir, "rules.yaml")))
+
+	for _, mode := range []string{"directory", "file"} {
+		t.Run(mode, func(t *testing.T) {
+			ref := dir
+			if mode == "file" {
+				ref = filepath.Join(dir, "rules.yaml")
+			}
+			swap := func(content string) {
+				v := filepath.Join(dir, fmt.Sprintf("..2026_11_23_10_%02d_00.%d", time.Now().Second(), time.Now().UnixNano()))
+				must(t, os.Mkdir(v, 0o755))
+				writeFile(t, filepath.Join(v, "rules.yaml"), content)
+				tmp := filepath.Join(dir, "..data_tmp")
+				must(t, os.Symlink(filepath.Base(v), tmp))
+				must(t, os.Rename(tmp, filepath.Join(dir, "..data")))
+			}
+			swap(blockKR)
+			e := boot(t, ref, "")
+			if got := e.uploadStatus(t, "kr.example"); got != 403 {
+				t.Fatalf("initial: %d", got)
+			}
+			swap(allowKR)
+			e.waitStatus(t, "kr.example", 200)
+			swap(blockKR)
+			e.waitStatus(t, "kr.example", 403)
+		})
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReloadBySignalAndAdmin(t *testing.T) {
+	dir := t.TempDir()
+	rulesPath := filepath.Join(dir, "rules.yaml")
+	writeFile(t, rulesPath, blockKR)
+	e := boot(t, rulesPath, "")
+	// Stop the watcher so that only explicit triggers reload.
+	e.inst.reloader.close()
+	writeFile(t, rulesPath, allowKR)
+	time.Sleep(400 * time.Millisecond)
+	if got := e.uploadStatus(t, "kr.example"); got != 403 {
+		t.Fatalf("reloaded without a trigger: %d", got)
+	}
+	code, body := e.admin(t, "POST", "/-/reload")
+	if code != 200 {
+		t.Fatalf("POST /-/reload: %d %s", code, body)
+	}
+	if got := e.uploadStatus(t, "kr.example"); got != 200 {
+		t.Fatalf("after POST /-/reload: %d", got)
+	}
+	writeFile(t, rulesPath, "version: 2\n")
+	code, body = e.admin(t, "POST", "/-/reload")
+	if code != 500 || !strings.Contains(body, rulesPath+":1:10: version 2 is not supported") {
+		t.Fatalf("POST /-/reload with a broken file: %d %s", code, body)
+	}
+	if got := e.uploadStatus(t, "kr.example"); got != 200 {
+		t.Fatalf("broken reload replaced the rules: %d", got)
+	}
+	if code, _ := e.admin(t, "GET", "/-/reload"); code != http.StatusMethodNotAllowed {
+		t.Errorf("GET /-/reload: %d, want 405", code)
+	}
+}
+
+func TestGeoDatabaseReload(t *testing.T) {
+	dir := t.TempDir()
+	rulesPath := filepath.Join(dir, "rules.yaml")
+	writeFile(t, rulesPath, blockKR)
+	e := boot(t, rulesPath, "")
+	if got := e.uploadStatus(t, "kr.example"); got != 403 {
+		t.Fatalf("initial: %d", got)
+	}
+	// geoipupdate replaces the file: the KR test range moves to JP.
+	moved := map[string]string{}
+	for k, v := range geotest.Default {
+		moved[k] = v
+	}
+	moved["127.0.2.0/24"] = "JP"
+	b, err := geotest.Build(geotest.CountryCode, moved)
+	must(t, err)
+	geoPath := e.inst.cfg.Geo.Database
+	tmp := geoPath + ".tmp"
+	must(t, os.WriteFile(tmp, b, 0o644))
+	must(t, os.Rename(tmp, geoPath))
+	e.waitStatus(t, "kr.example", 200)
+
+	// A corrupt replacement keeps the old database.
+	must(t, os.WriteFile(tmp, []byte("not a database"), 0o644))
+	must(t, os.Rename(tmp, geoPath))
+	deadline := time.Now().Add(5 * time.Second)
+	for !e.metric(t, "sekisho_geo_last_reload_successful 0") {
+		if time.Now().After(deadline) {
+			t.Fatal("corrupt database not reported")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := e.uploadStatus(t, "kr.example"); got != 200 {
+		t.Fatalf("corrupt database replaced the good one: %d", got)
+	}
+}
+
+func TestStartFailsClearly(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, cfg, want string
+	}{
+		{"missing geo database", "version: 1\nlisten: 127.0.0.1:0\nadmin_listen: \"\"\ngeo:\n  database: nope.mmdb\n", "nope.mmdb"},
+		{"broken rules", "version: 1\nlisten: 127.0.0.1:0\nadmin_listen: \"\"\nrules: bad.yaml\n", "bad.yaml:2:1: unknown field \"rulez\""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			writeFile(t, filepath.Join(dir, "bad.yaml"), "version: 1\nrulez: []\n")
+			cfgPath := filepath.Join(dir, "c.yaml")
+			writeFile(t, cfgPath, tc.cfg)
+			var out, errb bytes.Buffer
+			code := run([]string{"run", "--config", cfgPath}, &out, &errb)
+			if code != 1 || !strings.Contains(errb.String(), tc.want) {
+				t.Fatalf("exit %d, stderr:\n%s\nwant it to mention %q", code, errb.String(), tc.want)
+			}
+		})
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, cfg, want string
+	}{
+		{"unknown key", "version: 1\nlisen: 127.0.0.1:3128\n", "c.yaml:2: field lisen not found"},
+		{"bad cidr", "version: 1\nclients:\n  allow: [10.0.0.1/8]\n", `has host bits set; did you mean 10.0.0.0/8?`},
+		{"bad level", "version: 1\nlog:\n  level: loud\n", `log.level: "loud"`},
+		{"no version", "listen: :3128\n", `"version: 1" is required`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(dir, "c.yaml")
+			writeFile(t, p, tc.cfg)
+			_, err := loadConfig(p)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCheckCommand(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	writeFile(t, good, blockKR+`tests:
+  - name: korea upload blocked
+    request: POST http://kr.example/
+    country: KR
+    body_bytes: 10
+    expect: block
+`)
+	var out, errb bytes.Buffer
+	if code := run([]string{"check", "--rules", good}, &out, &errb); code != 0 {
+		t.Fatalf("check good: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	if !strings.Contains(out.String(), "1 passed") || !strings.Contains(out.String(), "OK") {
+		t.Errorf("summary: %s", out.String())
+	}
+
+	bad := filepath.Join(dir, "bad.yaml")
+	writeFile(t, bad, blockKR+`tests:
+  - name: korea upload allowed
+    request: POST http://kr.example/
+    country: KR
+    body_bytes: 10
+    expect: allow
+`)
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"check", "--rules", bad}, &out, &errb); code != 1 {
+		t.Fatalf("check with a failing test: exit %d", code)
+	}
+	if !strings.Contains(errb.String(), bad+`:8: test "korea upload allowed" failed: expected allow, got block`) {
+		t.Errorf("stderr:\n%s", errb.String())
+	}
+
+	cfg := filepath.Join(dir, "sekisho.yaml")
+	writeFile(t, cfg, "version: 1\nrules: good.yaml\n")
+	out.Reset()
+	if code := run([]string{"check", "--config", cfg}, &out, &errb); code != 0 {
+		t.Fatalf("check --config: exit %d %s", code, errb.String())
+	}
+	if code := run([]string{"check"}, &out, &errb); code != 0 {
+		t.Fatalf("check of the built-in rules: exit %d", code)
+	}
+}
+
+func TestExplainCommand(t *testing.T) {
+	var deny []string
+	for _, p := range proxytest.TestDeny() {
+		deny = append(deny, `"`+p.String()+`"`)
+	}
+	dir := t.TempDir()
+	geoPath := geotest.WriteFile(t, dir, geotest.CountryCode, geotest.Default)
+	cfg := filepath.Join(dir, "sekisho.yaml")
+	writeFile(t, cfg, "version: 1\ngeo:\n  database: "+geoPath+"\n  internal_networks: [10.0.0.0/8]\ndestinations:\n  deny: ["+strings.Join(deny, ", ")+"]\n")
+	var out, errb bytes.Buffer
+	code := explainMain([]string{"--config", cfg, "--country", "KR", "POST", "http://kr.example/upload", "--body-bytes", "2MiB", "--content-type", "image/jpeg"}, &out, &errb, proxytest.DefaultResolver())
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for _, want := range []string{"dials", "127.0.2.1:80", "KR → foreign", "BLOCK by rule block-foreign-uploads", "(built-in default rules):"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("explain output lacks %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	code = explainMain([]string{"--config", cfg, "--country", "US", "--client", "10.1.2.3", "POST", "https://upload.line-scdn.net/x", "--body-bytes", "1KiB"}, &out, &errb, proxytest.DefaultResolver())
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for _, want := range []string{"line (LINE)", "tunnel", "1MiB of upload", "group other"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("explain output lacks %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	code = explainMain([]string{"GET", "http://metadata.example/"}, &out, &errb, proxytest.DefaultResolver())
+	if code != 0 || !strings.Contains(out.String(), "REFUSED") {
+		t.Errorf("metadata: exit %d\n%s", code, out.String())
+	}
+}
+
+func TestVersionAndHelp(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "sekisho dev") {
+		t.Errorf("version: %d %q", code, out.String())
+	}
+	for _, cmd := range []string{"run", "check", "explain"} {
+		errb.Reset()
+		if code := run([]string{cmd, "--help"}, &out, &errb); code != 0 || !strings.Contains(errb.String(), "Usage: sekisho "+cmd) {
+			t.Errorf("%s --help: exit %d\n%s", cmd, code, errb.String())
+		}
+	}
+	if code := run([]string{"frobnicate"}, &out, &errb); code != 2 {
+		t.Errorf("unknown command: exit %d", code)
+	}
+	if code := run(nil, &out, &errb); code != 2 {
+		t.Errorf("no command: exit %d", code)
+	}
+}

@@ -1,0 +1,418 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/sekisho/sekisho/geo"
+	"github.com/sekisho/sekisho/proxy"
+	"github.com/sekisho/sekisho/proxy/audit"
+	"github.com/sekisho/sekisho/proxy/dial"
+	"github.com/sekisho/sekisho/proxy/metrics"
+	"github.com/sekisho/sekisho/rules"
+)
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "configuration file (YAML); without it sekisho runs on its embedded defaults")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, `Usage: sekisho run [--config FILE]
+
+Runs the proxy. Without --config: proxy on 127.0.0.1:3128, admin and
+metrics on 127.0.0.1:9128, the embedded geo database and the embedded
+default rules (domestic = JP; uploads to other or unknown countries
+blocked; downloads allowed).
+
+Signals: SIGHUP reloads the rules and the geo database; SIGTERM and
+SIGINT drain in-flight requests and tunnels, then exit.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return exitUsage(err)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "sekisho run: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	cfg := defaultConfig()
+	if *configPath != "" {
+		c, err := loadConfig(*configPath)
+		if err != nil {
+			fmt.Fprintf(stderr, "sekisho: %v\n", err)
+			return 1
+		}
+		cfg = c
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	inst, err := start(ctx, cfg, options{stdout: stdout, stderr: stderr, hup: hup})
+	if err != nil {
+		fmt.Fprintf(stderr, "sekisho: %v\n", err)
+		return 1
+	}
+	proxyAddr := inst.ProxyAddrs[0]
+	fmt.Fprintf(stderr, "sekisho %s: proxy listening on %s, admin on %s\n", version, joinAddrs(inst.ProxyAddrs), inst.AdminAddr)
+	fmt.Fprintf(stderr, "  rules: %s; geo database: %s\n", describeRules(cfg.Rules), inst.geo.Database().Info().Source)
+	fmt.Fprintf(stderr, "  try:   curl -x http://%s http://example.org/\n", displayAddr(proxyAddr))
+	fmt.Fprintf(stderr, "  or:    export http_proxy=http://%s https_proxy=http://%s\n", displayAddr(proxyAddr), displayAddr(proxyAddr))
+	if inst.AdminAddr != "" {
+		fmt.Fprintf(stderr, "  metrics: http://%s/metrics  status: http://%s/-/status\n", inst.AdminAddr, inst.AdminAddr)
+	}
+	<-ctx.Done()
+	inst.log.Info("shutting down: draining requests and tunnels", "timeout", inst.shutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), inst.shutdownTimeout)
+	defer cancel()
+	if err := inst.Shutdown(sctx); err != nil {
+		inst.log.Warn("shutdown", "error", err)
+	}
+	inst.log.Info("stopped")
+	return 0
+}
+
+func describeRules(path string) string {
+	if path == "" {
+		return "built-in defaults"
+	}
+	return path
+}
+
+func displayAddr(a string) string {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return a
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func joinAddrs(a []string) string {
+	s := ""
+	for i, x := range a {
+		if i > 0 {
+			s += ", "
+		}
+		s += x
+	}
+	return s
+}
+
+// options are the parts of start that tests replace.
+type options struct {
+	stdout, stderr io.Writer
+	resolver       dial.Resolver  // nil: the system resolver
+	hup            chan os.Signal // SIGHUP deliveries; nil in tests
+}
+
+// instance is one running sekisho: listeners, stores, reload loop.
+type instance struct {
+	ProxyAddrs []string
+	AdminAddr  string
+
+	cfg             *config
+	log             *slog.Logger
+	rules           *rules.Store
+	geo             *geo.Store
+	proxy           *proxy.Server
+	admin           *http.Server
+	reloader        *reloader
+	auditFile       io.Closer
+	shutdownTimeout time.Duration
+	wg              sync.WaitGroup
+	cancel          context.CancelFunc
+}
+
+// start wires and starts everything; it returns once the listeners are
+// open. It is the whole of `sekisho run` but the signal handling, so that
+// end-to-end tests boot the real wiring from a config.
+func start(ctx context.Context, cfg *config, opt options) (*instance, error) {
+	if opt.stdout == nil {
+		opt.stdout = io.Discard
+	}
+	if opt.stderr == nil {
+		opt.stderr = io.Discard
+	}
+	log := newLogger(cfg.Log, opt.stderr)
+
+	var db *geo.Database
+	var err error
+	if cfg.Geo.Database != "" {
+		db, err = geo.Open(cfg.Geo.Database)
+	} else {
+		db, err = geo.Embedded()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("geo database: %w", err)
+	}
+	set, err := rules.Load(cfg.Rules)
+	if err != nil {
+		return nil, fmt.Errorf("rules are not valid, not starting:\n%w", err)
+	}
+	for _, w := range set.Warnings() {
+		log.Warn("rules", "warning", w)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics.RegisterBuildInfo(reg, version)
+	internal := []netip.Prefix(cfg.Geo.InternalNetworks)
+	if internal == nil {
+		internal = geo.DefaultInternal()
+	}
+	geoStore := geo.NewStore(db, internal, reg)
+	rulesStore := rules.NewStore(set, reg)
+
+	var auditW io.Writer
+	var auditFile io.Closer
+	switch cfg.Log.Audit {
+	case "", "stdout":
+		auditW = opt.stdout
+	case "stderr":
+		auditW = opt.stderr
+	case "off":
+		auditW = io.Discard
+	default:
+		f, err := os.OpenFile(cfg.Log.Audit, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		if err != nil {
+			return nil, fmt.Errorf("audit log: %w", err)
+		}
+		auditW, auditFile = f, f
+	}
+
+	var lns []net.Listener
+	closeAll := func() {
+		for _, ln := range lns {
+			_ = ln.Close()
+		}
+		if auditFile != nil {
+			_ = auditFile.Close()
+		}
+	}
+	var self []netip.AddrPort
+	inst := &instance{cfg: cfg, log: log, rules: rulesStore, geo: geoStore, auditFile: auditFile}
+	for _, addr := range cfg.Listen {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("proxy listener: %w", err)
+		}
+		lns = append(lns, ln)
+		inst.ProxyAddrs = append(inst.ProxyAddrs, ln.Addr().String())
+		self = append(self, selfAddrs(ln.Addr())...)
+	}
+	var adminLn net.Listener
+	if cfg.AdminListen != "" {
+		adminLn, err = net.Listen("tcp", cfg.AdminListen)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("admin listener: %w", err)
+		}
+		lns = append(lns, adminLn)
+		inst.AdminAddr = adminLn.Addr().String()
+		self = append(self, selfAddrs(adminLn.Addr())...)
+	}
+
+	var deny []netip.Prefix
+	if cfg.Destinations.Deny != nil {
+		deny = []netip.Prefix(*cfg.Destinations.Deny)
+		if deny == nil {
+			deny = []netip.Prefix{}
+		}
+	}
+	lim := cfg.Limits
+	srv, err := proxy.New(proxy.Config{
+		Rules:            rulesStore,
+		Geo:              geoStore,
+		Resolver:         opt.resolver,
+		AllowedClients:   []netip.Prefix(cfg.Clients.Allow),
+		DenyDestinations: deny,
+		Self:             self,
+		Audit:            audit.New(auditW),
+		Log:              log,
+		Registerer:       reg,
+		Helpdesk:         cfg.Helpdesk,
+		Limits: proxy.Limits{
+			HoldBodyBytes:         int(lim.HoldBodyBytes),
+			ReadHeaderTimeout:     lim.ReadHeaderTimeout,
+			IdleTimeout:           lim.IdleTimeout,
+			BodyIdleTimeout:       lim.BodyIdleTimeout,
+			WriteIdleTimeout:      lim.WriteIdleTimeout,
+			ResolveTimeout:        lim.ResolveTimeout,
+			DialTimeout:           lim.DialTimeout,
+			ResponseHeaderTimeout: lim.ResponseHeaderTimeout,
+			MaxHeaderBytes:        int(lim.MaxHeaderBytes),
+			MaxConns:              lim.MaxConnections,
+		},
+	})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	inst.proxy = srv
+	inst.shutdownTimeout = lim.ShutdownTimeout
+	if inst.shutdownTimeout <= 0 {
+		inst.shutdownTimeout = 30 * time.Second
+	}
+
+	rctx, cancel := context.WithCancel(context.Background())
+	inst.cancel = cancel
+	inst.reloader = newReloader(cfg.Rules, cfg.Geo.Database, rulesStore, geoStore, log)
+	if err := inst.reloader.watch(); err != nil {
+		log.Warn("file watching is off; reload with SIGHUP or POST /-/reload", "error", err)
+	}
+	inst.wg.Add(1)
+	go func() {
+		defer inst.wg.Done()
+		inst.reloader.run(rctx, opt.hup)
+	}()
+
+	for _, ln := range lns[:len(cfg.Listen)] {
+		inst.wg.Add(1)
+		go func(ln net.Listener) {
+			defer inst.wg.Done()
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("proxy listener stopped", "addr", ln.Addr().String(), "error", err)
+			}
+		}(ln)
+	}
+	if adminLn != nil {
+		inst.admin = &http.Server{
+			Handler: proxy.NewAdmin(proxy.AdminConfig{
+				Gatherer: reg,
+				Reload:   inst.reloader.request,
+				Status:   inst.status,
+				Ready:    inst.ready,
+			}),
+			ReadHeaderTimeout: 10 * time.Second,
+		}
+		inst.wg.Add(1)
+		go func() {
+			defer inst.wg.Done()
+			if err := inst.admin.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("admin listener stopped", "error", err)
+			}
+		}()
+	}
+	log.Info("started", "proxy", joinAddrs(inst.ProxyAddrs), "admin", inst.AdminAddr,
+		"rules", describeRules(cfg.Rules), "rules_hash", shortHash(set.Hash()),
+		"geo", db.Info().Source, "geo_built", db.Info().BuildTime.Format(time.DateOnly))
+	return inst, nil
+}
+
+// selfAddrs lists the addresses at which a listener is reachable, so that
+// the dialer refuses to connect back to it. A wildcard listener is
+// reachable at every local address.
+func selfAddrs(a net.Addr) []netip.AddrPort {
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return nil
+	}
+	if !ap.Addr().IsUnspecified() {
+		return []netip.AddrPort{ap}
+	}
+	out := []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), ap.Port()), netip.AddrPortFrom(netip.IPv6Loopback(), ap.Port())}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, ia := range addrs {
+			if p, err := netip.ParsePrefix(ia.String()); err == nil {
+				out = append(out, netip.AddrPortFrom(p.Addr().Unmap(), ap.Port()))
+			}
+		}
+	}
+	return out
+}
+
+// Shutdown drains the proxy (requests and tunnels) until ctx is done, then
+// stops the admin listener and the reload loop.
+func (inst *instance) Shutdown(ctx context.Context) error {
+	err := inst.proxy.Shutdown(ctx)
+	if inst.admin != nil {
+		_ = inst.admin.Shutdown(ctx)
+	}
+	inst.cancel()
+	inst.reloader.close()
+	inst.wg.Wait()
+	if inst.auditFile != nil {
+		_ = inst.auditFile.Close()
+	}
+	return err
+}
+
+func (inst *instance) ready() error {
+	if inst.proxy.ShuttingDown() {
+		return errors.New("shutting down")
+	}
+	return nil
+}
+
+// status is GET /-/status: what is in force, and why a reload failed.
+func (inst *instance) status() any {
+	info := inst.geo.Database().Info()
+	return map[string]any{
+		"version": version,
+		"proxy":   inst.ProxyAddrs,
+		"rules":   inst.rules.Status(),
+		"geo": map[string]any{
+			"source":     info.Source,
+			"type":       info.DatabaseType,
+			"schema":     info.Schema,
+			"built":      info.BuildTime,
+			"sha256":     info.SHA256,
+			"last_error": inst.reloader.lastGeoError(),
+		},
+	}
+}
+
+func shortHash(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}
+
+func newLogger(c logConfig, w io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	switch c.Level {
+	case "debug":
+		level = slog.LevelDebug
+	case "warn":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func exitUsage(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
+}
