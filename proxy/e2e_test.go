@@ -557,7 +557,7 @@ func TestTunnelUploadBudget(t *testing.T) {
 		waitFor(t, func() bool { return len(h.SinkJP.Received()) == n })
 	})
 	t.Run("foreign tunnel within budget works both ways", func(t *testing.T) {
-		h.SinkKR.Greeting = []byte("hello from KR\n")
+		h.SinkKR.SetGreeting([]byte("hello from KR\n"))
 		c, br, resp := connect(t, h, fmt.Sprintf("kr.example:%d", h.SinkPort))
 		if resp.StatusCode != 200 {
 			t.Fatalf("CONNECT status %d", resp.StatusCode)
@@ -795,4 +795,29 @@ func metricSum(t *testing.T, h *proxytest.Harness, name string, labels ...string
 		}
 	}
 	return sum
+}
+
+func TestPathRulesSeeThroughSpelling(t *testing.T) {
+	h := proxytest.New(t, proxytest.Options{Rules: `
+version: 1
+rules:
+  - name: no-upload-endpoint
+    paths: [/upload]
+    action: block
+`})
+	for _, p := range []string{"/upload", "/%75pload", "/x/../upload", "//upload", "/./upload/file"} {
+		t.Run(p, func(t *testing.T) {
+			c := h.Raw(t)
+			fmt.Fprintf(c, "GET http://jp.example:%d%s HTTP/1.1\r\nHost: jp.example\r\n\r\n", h.Port, p)
+			resp, text := readResponse(t, bufio.NewReader(c))
+			if resp.StatusCode != 403 || !strings.Contains(text, "no-upload-endpoint") {
+				t.Fatalf("status %d: %.200s", resp.StatusCode, text)
+			}
+		})
+	}
+	assertUntouched(t, h.JP)
+	resp, _ := do(t, h.Client(), newReq(t, "GET", h.URL("jp.example", "/download"), nil, ""))
+	if resp.StatusCode != 200 {
+		t.Fatalf("other paths: %d", resp.StatusCode)
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"path"
 	"strings"
 	"sync"
 	"time"
@@ -76,7 +75,7 @@ func (s *Server) onRequest(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Requ
 		return req, s.refuseResponse(req, st, http.StatusBadRequest, metrics.ReasonBadRequest, err.Error())
 	}
 	f.Host, f.Port = host, port
-	f.Path = cleanPath(req.URL.Path)
+	f.Path = rules.CleanPath(req.URL.Path)
 	websocket := isWebSocket(req.Header)
 	if websocket {
 		f.Stream = true
@@ -210,17 +209,6 @@ func upstreamFailure(err error) (int, string) {
 		return http.StatusBadGateway, metrics.ReasonDial
 	}
 	return http.StatusBadGateway, metrics.ReasonUpstream
-}
-
-func cleanPath(p string) string {
-	if p == "" {
-		return "/"
-	}
-	c := path.Clean(p)
-	if strings.HasSuffix(p, "/") && c != "/" {
-		c += "/"
-	}
-	return c
 }
 
 func headerHasToken(h http.Header, name, token string) bool {

@@ -147,7 +147,6 @@ type Server struct {
 
 	tunnelsMu sync.Mutex
 	tunnels   map[*tunnelHandle]struct{}
-	tunnelsWG sync.WaitGroup
 	shutting  atomic.Bool
 }
 
@@ -265,14 +264,15 @@ func (s *Server) Serve(ln net.Listener) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutting.Store(true)
 	err := s.srv.Shutdown(ctx)
-	done := make(chan struct{})
-	go func() {
-		s.tunnelsWG.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
+	// Like http.Server.Shutdown, poll: tunnels end on their own schedule.
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for s.openTunnels() > 0 {
+		select {
+		case <-tick.C:
+			continue
+		case <-ctx.Done():
+		}
 		s.tunnelsMu.Lock()
 		n := len(s.tunnels)
 		for t := range s.tunnels {
@@ -280,7 +280,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		s.tunnelsMu.Unlock()
 		s.log.Warn("shutdown deadline reached; closed open tunnels", "tunnels", n)
-		<-done
+		for s.openTunnels() > 0 {
+			<-tick.C
+		}
+		break
 	}
 	s.tr.CloseIdleConnections()
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
@@ -300,14 +303,18 @@ func (s *Server) trackTunnel(closeFn func()) func() {
 	h := &tunnelHandle{close: closeFn}
 	s.tunnelsMu.Lock()
 	s.tunnels[h] = struct{}{}
-	s.tunnelsWG.Add(1)
 	s.tunnelsMu.Unlock()
 	return func() {
 		s.tunnelsMu.Lock()
 		delete(s.tunnels, h)
 		s.tunnelsMu.Unlock()
-		s.tunnelsWG.Done()
 	}
+}
+
+func (s *Server) openTunnels() int {
+	s.tunnelsMu.Lock()
+	defer s.tunnelsMu.Unlock()
+	return len(s.tunnels)
 }
 
 type connKey struct{}

@@ -43,6 +43,9 @@ type Endpoint struct {
 	Service        *Service
 	Domains        []string
 	StorageCountry string
+
+	fromBuiltin bool // defined by the built-in catalog
+	replaced    bool // a file's endpoint of the same name replaced it
 }
 
 // DisplayName is the title, or the name when there is no title.
@@ -118,26 +121,35 @@ type domainOwner struct {
 }
 
 // compileCatalog merges the built-in catalog (when used) with the services
-// of the rules files. A file's service with the name of a built-in service
-// replaces it; a file's service may claim a domain from a built-in service
-// (the file wins, and a warning says so); within the built-in catalog or
-// across the files, a name or domain used twice is an error.
+// of the rules files.
+//
+// A file's service with the name of a built-in service extends it: its
+// domains and endpoints are added (an endpoint of the same name replaces
+// the built-in one), and the facts it sets (title, category, countries,
+// notes) override the built-in ones. So declaring where LINE keeps its
+// media takes three lines, not a copy of LINE's domains. A file's service
+// may also claim a domain from another built-in service: the file wins and
+// a warning says so. Within the built-in catalog or across the files, a
+// name or domain used twice is an error.
 func (c *compiler) compileCatalog(builtin *wireFile, files []*wireFile) *Catalog {
 	cat := &Catalog{byName: map[string]*Service{}, byDomain: map[string]domainEntry{}}
-	type origin struct {
+	type source struct {
 		w    wireService
 		file string
 	}
+	type merged struct {
+		builtin *source
+		file    *source
+	}
 	var order []string
-	chosen := map[string]origin{}
-	fromFile := map[string]bool{}
+	byName := map[string]*merged{}
 	if builtin != nil {
 		for _, s := range builtin.services {
-			if _, dup := chosen[s.name.V]; dup {
+			if _, dup := byName[s.name.V]; dup {
 				c.errorf(builtin.file, s.name.N, "service %q is defined twice", s.name.V)
 				continue
 			}
-			chosen[s.name.V] = origin{s, builtin.file}
+			byName[s.name.V] = &merged{builtin: &source{s, builtin.file}}
 			order = append(order, s.name.V)
 		}
 	}
@@ -147,20 +159,123 @@ func (c *compiler) compileCatalog(builtin *wireFile, files []*wireFile) *Catalog
 				c.errorf(f.file, s.node, "a service needs a name")
 				continue
 			}
-			if fromFile[s.name.V] {
-				c.errorf(f.file, s.name.N, "service %q is defined twice in the rules files", s.name.V)
+			m := byName[s.name.V]
+			switch {
+			case m == nil:
+				m = &merged{}
+				byName[s.name.V] = m
+				order = append(order, s.name.V)
+			case m.file != nil:
+				c.errorf(f.file, s.name.N, "service %q is already defined at %s:%d", s.name.V, m.file.file, m.file.w.name.N.Line)
 				continue
 			}
-			if _, ok := chosen[s.name.V]; !ok {
-				order = append(order, s.name.V)
-			}
-			fromFile[s.name.V] = true
-			chosen[s.name.V] = origin{s, f.file}
+			m.file = &source{s, f.file}
 		}
 	}
 
+	// Build the services, then claim domains: the files' first, then the
+	// built-in catalog's, so that a file's claim always wins.
+	type claimJob struct {
+		file string
+		d    pstr
+		svc  *Service
+		ep   *Endpoint
+	}
+	var fileClaims, builtinClaims []claimJob
+	for _, name := range order {
+		m := byName[name]
+		primary := m.file
+		if primary == nil {
+			primary = m.builtin
+		}
+		if !nameRE.MatchString(name) {
+			c.errorf(primary.file, primary.w.name.N, "service name %q: use lower-case letters, digits, '-' and '_' (it becomes a metric label)", name)
+			continue
+		}
+		if name == OtherService {
+			c.errorf(primary.file, primary.w.name.N, "%q is reserved for traffic that matches no service", OtherService)
+			continue
+		}
+		svc := &Service{Name: name, Builtin: m.file == nil, index: len(cat.services) + 1}
+		endpoints := map[string]*Endpoint{}
+		nClaims := len(fileClaims) + len(builtinClaims)
+		for _, src := range []*source{m.builtin, m.file} {
+			if src == nil {
+				continue
+			}
+			w := src.w
+			if w.title != "" {
+				svc.Title = w.title
+			}
+			if w.notes != "" {
+				svc.Notes = w.notes
+			}
+			if w.category.V != "" {
+				if !contains(categories, w.category.V) {
+					c.errorf(src.file, w.category.N, "service %q: unknown category %q (one of: %s)", name, w.category.V, strings.Join(categories, ", "))
+				}
+				svc.Category = w.category.V
+			}
+			if w.operator.V != "" {
+				svc.OperatorCountry = c.country(src.file, w.operator, "operator_country")
+			}
+			if w.storage.V != "" {
+				svc.StorageCountry = c.country(src.file, w.storage, "storage_country")
+			}
+			claims := &builtinClaims
+			if src == m.file {
+				claims = &fileClaims
+			}
+			for _, d := range w.domains {
+				*claims = append(*claims, claimJob{src.file, d, svc, nil})
+			}
+			for _, we := range w.endpoints {
+				if we.name.V == "" {
+					c.errorf(src.file, we.node, "service %q: an endpoint needs a name", name)
+				}
+				if len(we.domains) == 0 {
+					c.errorf(src.file, we.node, "service %q: endpoint %q has no domains", name, we.name.V)
+				}
+				ep := endpoints[we.name.V]
+				if ep == nil || src == m.file && ep.fromBuiltin {
+					// A file's endpoint of the same name replaces the
+					// built-in one (its built-in domains fall back to
+					// the service when the file does not claim them).
+					if ep != nil {
+						ep.replaced = true
+					}
+					ep = &Endpoint{Name: we.name.V, Service: svc, fromBuiltin: src == m.builtin}
+					endpoints[we.name.V] = ep
+					svc.Endpoints = append(svc.Endpoints, ep)
+				} else if src == m.file {
+					c.errorf(src.file, we.name.N, "service %q: endpoint %q is defined twice", name, we.name.V)
+				}
+				ep.StorageCountry = c.country(src.file, we.storage, "storage_country")
+				for _, d := range we.domains {
+					*claims = append(*claims, claimJob{src.file, d, svc, ep})
+				}
+			}
+		}
+		kept := svc.Endpoints[:0]
+		for _, ep := range svc.Endpoints {
+			if !ep.replaced {
+				kept = append(kept, ep)
+			}
+		}
+		svc.Endpoints = kept
+		if len(fileClaims)+len(builtinClaims) == nClaims {
+			c.errorf(primary.file, primary.w.node, "service %q has no domains", name)
+		}
+		cat.services = append(cat.services, svc)
+		cat.byName[name] = svc
+	}
+
 	owners := map[string]domainOwner{}
-	claim := func(file string, d pstr, svc *Service, ep *Endpoint) {
+	claim := func(j claimJob) {
+		file, d, svc, ep := j.file, j.d, j.svc, j.ep
+		if ep != nil && ep.replaced {
+			ep = nil // a replaced built-in endpoint's domains stay with the service
+		}
 		if strings.ContainsAny(d.V, "*/ ") {
 			c.errorf(file, d.N, "service %q: domain %q: write a plain domain; it matches itself and every subdomain", svc.Name, d.V)
 			return
@@ -175,22 +290,12 @@ func (c *compiler) compileCatalog(builtin *wireFile, files []*wireFile) *Catalog
 			return
 		}
 		if prev, taken := owners[host]; taken {
-			prevBuiltin := prev.file == BuiltinCatalogName
 			switch {
-			case !prevBuiltin && file == BuiltinCatalogName:
-				// A file's service that overrides a built-in service
-				// coming earlier in the catalog has already claimed this
-				// built-in domain: the file wins here too.
-				c.warnf(prev.file, prev.node, "domain %q moves from built-in service %q to %q", host, svc.Name, prev.svc)
-				return
-			case prevBuiltin && file != BuiltinCatalogName && prev.svc != svc.Name:
-				c.warnf(file, d.N, "domain %q moves from built-in service %q to %q", host, prev.svc, svc.Name)
-				if old := cat.byName[prev.svc]; old != nil {
-					old.Domains = removeString(old.Domains, host)
-					for _, e := range old.Endpoints {
-						e.Domains = removeString(e.Domains, host)
-					}
+			case prev.file != BuiltinCatalogName && file == BuiltinCatalogName:
+				if prev.svc != svc.Name {
+					c.warnf(prev.file, prev.node, "domain %q moves from built-in service %q to %q", host, svc.Name, prev.svc)
 				}
+				return // the file's claim stands
 			default:
 				c.errorf(file, d.N, "domain %q is already listed for service %q (%s:%d)", host, prev.svc, prev.file, prev.line)
 				return
@@ -204,68 +309,17 @@ func (c *compiler) compileCatalog(builtin *wireFile, files []*wireFile) *Catalog
 			svc.Domains = append(svc.Domains, host)
 		}
 	}
-
-	for _, name := range order {
-		o := chosen[name]
-		w := o.w
-		if !nameRE.MatchString(name) {
-			c.errorf(o.file, w.name.N, "service name %q: use lower-case letters, digits, '-' and '_' (it becomes a metric label)", name)
-			continue
-		}
-		if name == OtherService {
-			c.errorf(o.file, w.name.N, "%q is reserved for traffic that matches no service", OtherService)
-			continue
-		}
-		svc := &Service{
-			Name:    name,
-			Title:   w.title,
-			Notes:   w.notes,
-			Builtin: o.file == BuiltinCatalogName,
-			index:   len(cat.services) + 1,
-		}
-		if w.category.V != "" {
-			if !contains(categories, w.category.V) {
-				c.errorf(o.file, w.category.N, "service %q: unknown category %q (one of: %s)", name, w.category.V, strings.Join(categories, ", "))
-			}
-			svc.Category = w.category.V
-		}
-		svc.OperatorCountry = c.country(o.file, w.operator, "operator_country")
-		svc.StorageCountry = c.country(o.file, w.storage, "storage_country")
-		if len(w.domains) == 0 && len(w.endpoints) == 0 {
-			c.errorf(o.file, w.node, "service %q has no domains", name)
-		}
-		cat.services = append(cat.services, svc)
-		cat.byName[name] = svc
-		for _, d := range w.domains {
-			claim(o.file, d, svc, nil)
-		}
-		for _, we := range w.endpoints {
-			ep := &Endpoint{Name: we.name.V, Service: svc}
-			if ep.Name == "" {
-				c.errorf(o.file, we.node, "service %q: an endpoint needs a name", name)
-			}
-			ep.StorageCountry = c.country(o.file, we.storage, "storage_country")
-			if len(we.domains) == 0 {
-				c.errorf(o.file, we.node, "service %q: endpoint %q has no domains", name, ep.Name)
-			}
-			svc.Endpoints = append(svc.Endpoints, ep)
-			for _, d := range we.domains {
-				claim(o.file, d, svc, ep)
-			}
-		}
+	for _, j := range fileClaims {
+		claim(j)
+	}
+	for _, j := range builtinClaims {
+		claim(j)
 	}
 	for _, s := range cat.services {
 		sort.Strings(s.Domains)
-	}
-	return cat
-}
-
-func removeString(list []string, s string) []string {
-	out := list[:0]
-	for _, x := range list {
-		if x != s {
-			out = append(out, x)
+		for _, e := range s.Endpoints {
+			sort.Strings(e.Domains)
 		}
 	}
-	return out
+	return cat
 }

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -36,7 +38,7 @@ func DefaultSources() []Source {
 
 type compiler struct {
 	errs     ErrorList
-	warnings []string
+	warnings ErrorList
 	groups   map[string]countrySet // country groups: built-in and from files
 }
 
@@ -56,7 +58,26 @@ func (c *compiler) warnf(file string, n *yaml.Node, format string, args ...any) 
 	if n != nil {
 		e.Line, e.Column = n.Line, n.Column
 	}
-	c.warnings = append(c.warnings, e.Error())
+	c.warnings = append(c.warnings, e)
+}
+
+// sortByPosition orders errors as an admin reads the files: the built-in
+// catalog first, then the files in load order, each by line and column.
+func sortByPosition(errs ErrorList, names []string) {
+	order := map[string]int{BuiltinCatalogName: -1}
+	for i, n := range names {
+		order[n] = i
+	}
+	sort.SliceStable(errs, func(i, j int) bool {
+		a, b := errs[i], errs[j]
+		if order[a.File] != order[b.File] {
+			return order[a.File] < order[b.File]
+		}
+		if a.Line != b.Line {
+			return a.Line < b.Line
+		}
+		return a.Column < b.Column
+	})
 }
 
 // country validates one country code; "" stays "".
@@ -211,7 +232,7 @@ func compile(sources []Source) (*Set, error) {
 
 	var builtin *wireFile
 	if useBuiltin {
-		w, e := parseFile(BuiltinCatalogName, builtinCatalog, true)
+		w, e := parsedBuiltinCatalog()
 		if e != nil {
 			return nil, e // a broken built-in catalog is a build bug; tests catch it
 		}
@@ -275,12 +296,22 @@ func compile(sources []Source) (*Set, error) {
 			}
 		}
 	}
-	set.warnings = c.warnings
+	sortByPosition(c.warnings, names)
+	for _, w := range c.warnings {
+		set.warnings = append(set.warnings, w.Error())
+	}
 	if len(c.errs) > 0 {
+		sortByPosition(c.errs, names)
 		return nil, c.errs
 	}
 	return set, nil
 }
+
+// parsedBuiltinCatalog parses the embedded catalog once: it is most of the
+// work of a compile, and the parsed form is never modified.
+var parsedBuiltinCatalog = sync.OnceValues(func() (*wireFile, ErrorList) {
+	return parseFile(BuiltinCatalogName, builtinCatalog, true)
+})
 
 func capErrors(errs ErrorList) ErrorList {
 	if len(errs) > maxErrors {
@@ -336,8 +367,11 @@ func (c *compiler) compileRule(file string, w *wireRule, set *Set, groups map[st
 		Alternative: w.alternative,
 		minBody:     -1,
 	}
-	if !nameRE.MatchString(r.Name) || r.Name == DefaultRuleName {
-		c.errorf(file, w.name.N, "rule name %q: use lower-case letters, digits, '-' and '_' (it becomes a metric label; %q is reserved)", r.Name, DefaultRuleName)
+	switch {
+	case r.Name == DefaultRuleName:
+		c.errorf(file, w.name.N, "rule name %q is reserved for the default action", r.Name)
+	case !nameRE.MatchString(r.Name):
+		c.errorf(file, w.name.N, "rule name %q: use lower-case letters, digits, '-' and '_' (it becomes a metric label)", r.Name)
 	}
 	if w.action.V == "" {
 		c.errorf(file, w.node, "rule %q needs an action: allow, log or block", r.Name)

@@ -51,15 +51,6 @@ func (s *countrySet) has(c string) bool {
 	return i >= 0 && s[i>>6]&(1<<(i&63)) != 0
 }
 
-func (s *countrySet) empty() bool {
-	for _, w := range s {
-		if w != 0 {
-			return false
-		}
-	}
-	return true
-}
-
 // codes lists the members in alphabetical order.
 func (s *countrySet) codes() []string {
 	var out []string

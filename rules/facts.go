@@ -119,7 +119,8 @@ type Facts struct {
 	// CountryUnknown.
 	Country string
 	Method  string
-	// Path is the URL path, or "" when it cannot be seen (a tunnel).
+	// Path is the URL path as CleanPath gives it (decoded, dot segments
+	// removed), or "" when it cannot be seen (a tunnel).
 	Path string
 	// Stream is true for a CONNECT tunnel or an upgraded connection
 	// (WebSocket): its upload is a byte stream governed by the upload

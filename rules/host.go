@@ -74,9 +74,7 @@ func NormalizeHost(h string) (string, error) {
 		}
 		s = a
 	}
-	if strings.HasSuffix(s, ".") {
-		s = s[:len(s)-1]
-	}
+	s = strings.TrimSuffix(s, ".")
 	if !canonicalASCII(s) {
 		return "", hostErr(h, describeHostProblem(s))
 	}

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"net/netip"
+	"path"
 	"regexp"
 	"strings"
 )
@@ -346,6 +347,24 @@ func (r *Rule) matchDomain(host string) bool {
 	}
 }
 
+// CleanPath is the form of a URL path that rules match: the decoded path
+// with dot segments and repeated slashes removed (a trailing slash kept), so
+// that "/%75pload" and "/x/../upload" are both "/upload" and a path rule
+// cannot be sidestepped by spelling.
+func CleanPath(decoded string) string {
+	if decoded == "" {
+		return "/"
+	}
+	if decoded[0] != '/' {
+		decoded = "/" + decoded
+	}
+	c := path.Clean(decoded)
+	if strings.HasSuffix(decoded, "/") && c != "/" {
+		c += "/"
+	}
+	return c
+}
+
 func (r *Rule) matchPath(path string) bool {
 	if path == "" {
 		return false // not visible: a tunnel
@@ -397,7 +416,11 @@ func (r *Rule) matchBody(b *Body) match {
 }
 
 func (r *Rule) matchContentTypes(b *Body) match {
-	if b.ContentType != "" && matchMediaTypes(r.contentTypes, b.ContentType) {
+	ct := b.ContentType
+	if ct == "" && b.Present {
+		ct = "application/octet-stream" // RFC 9110 §8.3: a body without a type may be taken as octets
+	}
+	if ct != "" && matchMediaTypes(r.contentTypes, ct) {
 		return yes
 	}
 	for _, p := range b.PartTypes {

@@ -45,7 +45,7 @@ func ReadSources(path string) ([]Source, error) {
 	var out []Source
 	for _, e := range entries {
 		name := e.Name()
-		if strings.HasPrefix(name, ".") || !(strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")) {
+		if strings.HasPrefix(name, ".") || !IsRulesFileName(name) {
 			continue
 		}
 		full := filepath.Join(path, name)
@@ -70,6 +70,13 @@ func ReadSources(path string) ([]Source, error) {
 		return nil, fmt.Errorf("rules: no *.yaml or *.yml files in directory %s", path)
 	}
 	return out, nil
+}
+
+// IsRulesFileName reports whether a file in a rules directory is read: a
+// name ending in .yaml or .yml, in any case.
+func IsRulesFileName(name string) bool {
+	lower := strings.ToLower(name)
+	return strings.HasSuffix(lower, ".yaml") || strings.HasSuffix(lower, ".yml")
 }
 
 // Load reads and compiles the rules at path (see ReadSources), running the

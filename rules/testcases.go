@@ -64,10 +64,7 @@ func (c *compiler) compileTest(file string, w *wireTest, ruleNames map[string]*R
 			return bad("request %q: %v", w.request.V, err)
 		}
 		f.Host, f.Port = host, port
-		f.Path = u.EscapedPath()
-		if f.Path == "" {
-			f.Path = "/"
-		}
+		f.Path = CleanPath(u.Path)
 		f.Stream = u.Scheme == "ws" || u.Scheme == "wss"
 	}
 	if a, err := netip.ParseAddr(f.Host); err == nil {

@@ -133,10 +133,7 @@ Flags (before or after METHOD URL):
 			return 2
 		}
 		f.Host, f.Port = host, port
-		f.Path = u.EscapedPath()
-		if f.Path == "" {
-			f.Path = "/"
-		}
+		f.Path = rules.CleanPath(u.Path)
 	}
 	if *client != "" {
 		a, err := netip.ParseAddr(*client)

@@ -119,7 +119,7 @@ func (r *reloader) concerns(ev fsnotify.Event) (rulesChanged, geoChanged bool) {
 	}
 	if r.rulesPath != "" {
 		if dir == filepath.Clean(r.rulesPath) {
-			rulesChanged = strings.HasSuffix(base, ".yaml") || strings.HasSuffix(base, ".yml")
+			rulesChanged = rules.IsRulesFileName(base)
 		} else if ev.Name == filepath.Clean(r.rulesPath) {
 			rulesChanged = true
 		}

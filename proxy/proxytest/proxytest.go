@@ -21,6 +21,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -157,8 +158,27 @@ func (l *recordingListener) Accept() (net.Conn, error) {
 }
 
 // ServeHTTP reads the whole body and answers 200 with a summary:
-// "<name> <method> <path> <n> <sha256>".
+// "<name> <method> <path> <n> <sha256>". /big?n=N answers N zero bytes;
+// /slow waits a second before answering; /ws accepts a WebSocket upgrade,
+// greets, and then reads (and records) whatever the client sends.
 func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/ws" && strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		u.mu.Lock()
+		u.reqs = append(u.reqs, r)
+		u.mu.Unlock()
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nhello from " + u.Name + "\n")
+		_ = brw.Flush()
+		_, _ = io.Copy(io.Discard, brw)
+		return
+	}
+	if r.URL.Path == "/slow" {
+		time.Sleep(time.Second)
+	}
 	body, err := io.ReadAll(r.Body)
 	u.mu.Lock()
 	u.bodies = append(u.bodies, body)
@@ -190,12 +210,18 @@ func (zeroReader) Read(p []byte) (int, error) {
 type Sink struct {
 	Addr     netip.AddrPort
 	ln       net.Listener
-	Greeting []byte
+	greeting []byte
 
 	mu    sync.Mutex
 	raw   bytes.Buffer
 	conns int
-	done  chan struct{}
+}
+
+// SetGreeting sets what the sink writes to each new connection.
+func (s *Sink) SetGreeting(b []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.greeting = b
 }
 
 // Received returns a copy of every byte received.
@@ -220,11 +246,12 @@ func (s *Sink) serve() {
 		}
 		s.mu.Lock()
 		s.conns++
+		greeting := s.greeting
 		s.mu.Unlock()
 		go func() {
 			defer c.Close()
-			if len(s.Greeting) > 0 {
-				_, _ = c.Write(s.Greeting)
+			if len(greeting) > 0 {
+				_, _ = c.Write(greeting)
 			}
 			buf := make([]byte, 32<<10)
 			for {
