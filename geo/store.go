@@ -28,6 +28,9 @@ type Store struct {
 	now        func() time.Time
 }
 
+// teredo is the Teredo prefix (RFC 4380).
+var teredo = netip.MustParsePrefix("2001::/32")
+
 // DefaultInternal returns the networks that are internal unless the database
 // places them: loopback, RFC 1918, CGNAT (100.64/10), link-local and IPv6
 // unique-local. A fresh slice each call, so callers may append their own.
@@ -91,7 +94,10 @@ func NewStore(db *Database, internal []netip.Prefix, reg prometheus.Registerer) 
 // unmapped and zones ignored first. It does not allocate once warm.
 func (s *Store) Lookup(addr netip.Addr) Location {
 	addr = normalize(addr)
-	if !addr.IsValid() {
+	if !addr.IsValid() || teredo.Contains(addr) {
+		// A Teredo address (2001::/32) embeds its relay server's IPv4
+		// address, and MaxMind databases place it there: the host behind it
+		// may be anywhere. Nothing can place it, so it is unknown.
 		s.m.unknownC.Inc()
 		return unplaced
 	}

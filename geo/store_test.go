@@ -499,3 +499,24 @@ func TestConcurrentLookupAndSwap(t *testing.T) {
 		t.Error(e)
 	}
 }
+
+// TestTeredoIsUnknown: a Teredo address embeds its relay server's IPv4
+// address, which MaxMind-style databases use to place it; the host behind it
+// may be anywhere, so it must be unknown (and uploads to it blocked).
+func TestTeredoIsUnknown(t *testing.T) {
+	data, err := geotest.Build(geotest.GeoIP2Country, geotest.Default)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := OpenBytes("fixture", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := netip.MustParseAddr("2001:0:7f00:101:0:63bf:3400:8cf6") // server 127.0.1.1 (JP in the fixture)
+	if loc, ok := db.Lookup(a); !ok || loc.Country != "JP" {
+		t.Skipf("the fixture does not place the Teredo address by its server (%v %v)", loc, ok)
+	}
+	if got := NewStore(db, DefaultInternal(), nil).Lookup(a).Country; got != CountryUnknown {
+		t.Errorf("Store.Lookup(teredo) = %q, want %q", got, CountryUnknown)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync/atomic"
 
 	"github.com/sekisho/sekisho/proxy/metrics"
 	"github.com/sekisho/sekisho/proxy/pages"
@@ -65,10 +66,27 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, st *state)
 		s.refuse(w, r, st, http.StatusBadRequest, metrics.ReasonUnsupportedRequest, "CONNECT over this protocol is not supported")
 		return
 	}
+	// Track the tunnel before the hijack, so that a Shutdown starting now
+	// cannot miss it (net/http forgets the connection at the hijack).
+	var clientConn atomic.Pointer[net.Conn]
+	untrack := s.trackTunnel(func() {
+		_ = upstream.Close()
+		if c := clientConn.Load(); c != nil {
+			_ = (*c).Close()
+		}
+	})
+	defer untrack()
 	conn, rw, err := hj.Hijack()
 	if err != nil {
 		_ = upstream.Close()
 		st.err = err
+		return
+	}
+	clientConn.Store(&conn)
+	if s.shutting.Load() {
+		_ = upstream.Close()
+		_ = conn.Close()
+		st.err = errors.New("shutting down")
 		return
 	}
 	// Bytes the client sent right after its CONNECT (a TLS ClientHello in
@@ -95,12 +113,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, st *state)
 		return
 	}
 	s.metrics.ActiveTunnels.WithLabelValues(metrics.ModeTunnel).Inc()
-	untrack := s.trackTunnel(func() {
-		_ = upstream.Close()
-		_ = conn.Close()
-	})
 	res := tunnel.Run(client, upstream, prefix, d.Budget, !d.ReportOnly, conn.Close)
-	untrack()
 	s.metrics.ActiveTunnels.WithLabelValues(metrics.ModeTunnel).Dec()
 	st.up.Store(res.Up)
 	st.down.Store(res.Down)

@@ -49,7 +49,9 @@ type state struct {
 	up, down       atomic.Int64
 	budget         int64
 	budgetExceeded atomic.Bool
+	upgraded       atomic.Bool // goproxy took the connection over (101)
 	done           atomic.Bool
+	writeIdle      time.Duration
 }
 
 func stateFrom(ctx context.Context) *state {
@@ -67,6 +69,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		mode:  metrics.ModeHTTP,
 		rc:    http.NewResponseController(w),
 	}
+	st.writeIdle = s.limits.WriteIdleTimeout
+	// A write deadline left by the previous request on this connection
+	// (see finish) must not cut this one short.
+	_ = st.rc.SetWriteDeadline(time.Time{})
 	st.client, _ = netip.ParseAddrPort(r.RemoteAddr)
 	st.facts.Client = st.client.Addr().Unmap()
 	st.facts.Method = r.Method
@@ -101,7 +107,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.gp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
-	if st.mode == metrics.ModeWebSocket && st.conn != nil {
+	if st.upgraded.Load() && st.conn != nil {
 		// goproxy hijacked the client connection for the WebSocket and
 		// returns when one direction ends; the connection is ours to close.
 		_ = st.conn.Close()
@@ -143,7 +149,10 @@ func (s *Server) finish(st *state) {
 		st.held = nil
 	}
 	if st.rc != nil {
-		_ = st.rc.SetWriteDeadline(time.Time{})
+		// net/http flushes a small response after the handler returns: it
+		// too must finish in time, or a client that never reads would hold
+		// the connection forever. The next request clears the deadline.
+		_ = st.rc.SetWriteDeadline(time.Now().Add(st.writeIdle))
 	}
 	f := &st.facts
 	dur := time.Since(st.start)

@@ -76,7 +76,16 @@ func (s *Server) onRequest(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Requ
 	}
 	f.Host, f.Port = host, port
 	f.Path = rules.CleanPath(req.URL.Path)
-	websocket := isWebSocket(req.Header)
+	if len(req.Header["Content-Type"]) > 1 {
+		return req, s.refuseResponse(req, st, http.StatusBadRequest, metrics.ReasonBadRequest,
+			"more than one Content-Type header: which one the server uses is not known")
+	}
+	// A WebSocket handshake is a GET without a body (RFC 6455 §4.1). Anything
+	// else carrying the upgrade headers is decided as the ordinary request it
+	// is, and loses them: otherwise "Upgrade: websocket" on a POST would turn
+	// an upload into a stream that body rules do not see.
+	websocket := isWebSocket(req.Header) && req.Method == http.MethodGet &&
+		req.ContentLength == 0 && len(req.TransferEncoding) == 0
 	if websocket {
 		f.Stream = true
 		st.mode = metrics.ModeWebSocket
@@ -105,7 +114,7 @@ func (s *Server) onRequest(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Requ
 
 	// Allowed: send it to the address that was decided on, and count.
 	if st.held != nil {
-		req.Body = &heldBody{held: st.held, rest: req.Body, st: st}
+		req.Body = &heldBody{held: st.held, rest: req.Body, st: st, idle: s.limits.BodyIdleTimeout}
 		st.held = nil // the body owns the buffer now; Close releases it
 	} else if req.Body != nil && req.Body != http.NoBody {
 		req.Body = &reqBody{rc: req.Body, st: st, idle: s.limits.BodyIdleTimeout}
@@ -156,7 +165,13 @@ func (s *Server) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Resp
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && st.mode == metrics.ModeWebSocket {
 			s.metrics.ActiveTunnels.WithLabelValues(metrics.ModeWebSocket).Inc()
-			untrack := s.trackTunnel(func() { _ = rwc.Close() })
+			st.upgraded.Store(true)
+			untrack := s.trackTunnel(func() {
+				_ = rwc.Close()
+				if st.conn != nil {
+					_ = st.conn.Close() // goproxy's copy from the client blocks on it
+				}
+			})
 			st.budget = st.decision.Budget
 			resp.Body = &streamBody{rwc: rwc, st: st, budget: st.decision.Budget, enforce: !st.decision.ReportOnly, onClose: func() {
 				untrack()
@@ -266,11 +281,23 @@ type reqBody struct {
 }
 
 func (b *reqBody) Read(p []byte) (int, error) {
-	if !b.st.done.Load() {
-		_ = b.st.rc.SetReadDeadline(time.Now().Add(b.idle))
+	return readWithIdle(b.rc, p, b.st, b.idle)
+}
+
+// readWithIdle reads a request body with a deadline for this read, and
+// clears it when the body is complete: a deadline left behind would fire in
+// net/http's background read while the upstream is still answering, and
+// cancel the request.
+func readWithIdle(r io.Reader, p []byte, st *state, idle time.Duration) (int, error) {
+	live := !st.done.Load() && st.rc != nil
+	if live {
+		_ = st.rc.SetReadDeadline(time.Now().Add(idle))
 	}
-	n, err := b.rc.Read(p)
-	b.st.up.Add(int64(n))
+	n, err := r.Read(p)
+	st.up.Add(int64(n))
+	if err == io.EOF && live {
+		_ = st.rc.SetReadDeadline(time.Time{})
+	} // after a timeout the deadline stays past: the connection is done for
 	return n, err
 }
 
@@ -284,6 +311,7 @@ type heldBody struct {
 	off  int
 	rest io.ReadCloser
 	st   *state
+	idle time.Duration
 	once sync.Once
 	mu   sync.Mutex
 }
@@ -306,9 +334,7 @@ func (b *heldBody) Read(p []byte) (int, error) {
 	if eof || b.rest == nil {
 		return 0, io.EOF
 	}
-	n, err := b.rest.Read(p)
-	b.st.up.Add(int64(n))
-	return n, err
+	return readWithIdle(b.rest, p, b.st, b.idle)
 }
 
 func (b *heldBody) Close() error {

@@ -112,6 +112,8 @@ type Config struct {
 	AllowedClients []netip.Prefix
 	// DenyDestinations are never dialed (dial.DefaultDeny when nil).
 	DenyDestinations []netip.Prefix
+	// AllowDestinations are exceptions to DenyDestinations.
+	AllowDestinations []netip.Prefix
 	// Self are the proxy's own listening addresses, never dialed.
 	Self []netip.AddrPort
 	// Audit receives one line per request and tunnel (discarded when nil).
@@ -145,6 +147,7 @@ type Server struct {
 	idPrefix string
 	idSeq    atomic.Uint64
 
+	connSem   chan struct{} // one slot per client connection, across listeners
 	tunnelsMu sync.Mutex
 	tunnels   map[*tunnelHandle]struct{}
 	shutting  atomic.Bool
@@ -165,6 +168,7 @@ func New(cfg Config) (*Server, error) {
 		tunnels: map[*tunnelHandle]struct{}{},
 	}
 	s.limits.defaults()
+	s.connSem = make(chan struct{}, s.limits.MaxConns)
 	if s.audit == nil {
 		s.audit = audit.New(nil)
 	}
@@ -183,6 +187,7 @@ func New(cfg Config) (*Server, error) {
 		Resolver:       cfg.Resolver,
 		Geo:            cfg.Geo,
 		Deny:           cfg.DenyDestinations,
+		Allow:          cfg.AllowDestinations,
 		Self:           cfg.Self,
 		ResolveTimeout: s.limits.ResolveTimeout,
 		DialTimeout:    s.limits.DialTimeout,
@@ -252,9 +257,10 @@ func (p slogPrintf) Printf(format string, v ...any) {
 }
 
 // Serve accepts client connections on ln until Shutdown. It returns
-// http.ErrServerClosed after Shutdown.
+// http.ErrServerClosed after Shutdown. Several listeners share the
+// connection limit.
 func (s *Server) Serve(ln net.Listener) error {
-	return s.srv.Serve(newListener(ln, s.limits.MaxConns))
+	return s.srv.Serve(newListener(ln, s.connSem))
 }
 
 // Shutdown stops accepting, lets in-flight requests and tunnels finish
@@ -280,8 +286,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		s.tunnelsMu.Unlock()
 		s.log.Warn("shutdown deadline reached; closed open tunnels", "tunnels", n)
+		// Closed tunnels end within moments; do not wait forever on one
+		// that does not.
+		grace := time.After(2 * time.Second)
+	wait:
 		for s.openTunnels() > 0 {
-			<-tick.C
+			select {
+			case <-tick.C:
+			case <-grace:
+				break wait
+			}
 		}
 		break
 	}
@@ -343,8 +357,8 @@ type listener struct {
 	once   sync.Once
 }
 
-func newListener(ln net.Listener, maxConns int) *listener {
-	return &listener{Listener: ln, sem: make(chan struct{}, maxConns), closed: make(chan struct{})}
+func newListener(ln net.Listener, sem chan struct{}) *listener {
+	return &listener{Listener: ln, sem: sem, closed: make(chan struct{})}
 }
 
 func (l *listener) Accept() (net.Conn, error) {

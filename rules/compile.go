@@ -533,7 +533,7 @@ func parsePortRange(s string) (uint16, uint16, bool) {
 // a segment, "**" crosses segments.
 func globRegexp(glob string) *regexp.Regexp {
 	var b strings.Builder
-	b.WriteString("^")
+	b.WriteString("(?i)^") // paths match case-insensitively (see CleanPath)
 	rs := []rune(glob)
 	for i := 0; i < len(rs); i++ {
 		switch c := rs[i]; c {

@@ -587,17 +587,21 @@ func TestFactsNames(t *testing.T) {
 
 func TestCleanPath(t *testing.T) {
 	for in, want := range map[string]string{
-		"":              "/",
-		"/":             "/",
-		"/upload":       "/upload",
-		"/x/../upload":  "/upload",
-		"//upload//a/":  "/upload/a/",
-		"/a/./b":        "/a/b",
-		"upload":        "/upload",
-		"/../../etc":    "/etc",
-		"/files/":       "/files/",
-		"/a b/c":        "/a b/c",
-		"/api/v1/../v2": "/api/v2",
+		"":                         "/",
+		"/":                        "/",
+		"/upload":                  "/upload",
+		"/x/../upload":             "/upload",
+		"//upload//a/":             "/upload/a/",
+		"/a/./b":                   "/a/b",
+		"upload":                   "/upload",
+		"/../../etc":               "/etc",
+		"/files/":                  "/files/",
+		"/a b/c":                   "/a b/c",
+		"/api/v1/../v2":            "/api/v2",
+		`/api\upload`:              "/api/upload",
+		"/api;jsessionid=x/upload": "/api/upload",
+		"/a;b=c;d/e;f":             "/a/e",
+		`\\host\share`:             "/host/share",
 	} {
 		if got := CleanPath(in); got != want {
 			t.Errorf("CleanPath(%q) = %q, want %q", in, got, want)
@@ -625,5 +629,29 @@ rules:
 	set.Prepare(&g)
 	if d := set.Decide(&g); d.Rule != nil {
 		t.Errorf("no body, no content type: got %s", d.RuleName())
+	}
+}
+
+func TestPathsMatchCaseInsensitively(t *testing.T) {
+	set := mustCompile(t, `version: 1
+rules:
+  - name: prefix
+    paths: [/api/upload]
+    action: block
+  - name: glob
+    paths: ["/files/*/put"]
+    action: log
+`)
+	for p, want := range map[string]string{
+		"/API/UPLOAD/x": "prefix",
+		"/Api/Upload":   "prefix",
+		"/FILES/a/PUT":  "glob",
+		"/api/download": "default",
+	} {
+		f := req(t, "GET http://example.com"+p, "JP")
+		set.Prepare(&f)
+		if got := set.Decide(&f).RuleName(); got != want {
+			t.Errorf("%s: rule %s, want %s", p, got, want)
+		}
 	}
 }

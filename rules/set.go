@@ -347,13 +347,28 @@ func (r *Rule) matchDomain(host string) bool {
 	}
 }
 
-// CleanPath is the form of a URL path that rules match: the decoded path
-// with dot segments and repeated slashes removed (a trailing slash kept), so
-// that "/%75pload" and "/x/../upload" are both "/upload" and a path rule
-// cannot be sidestepped by spelling.
+// CleanPath is the form of a URL path that rules match, undoing the
+// spellings that servers treat as the same resource, so that a path rule
+// cannot be sidestepped by spelling: the path is decoded (the caller passes
+// url.URL.Path), "\" is "/" (IIS), ";parameters" are dropped from each
+// segment (Tomcat, Jetty), and dot segments and repeated slashes are
+// removed; a trailing slash is kept. Matching is also case-insensitive
+// (IIS), see Rule paths.
 func CleanPath(decoded string) string {
 	if decoded == "" {
 		return "/"
+	}
+	if strings.ContainsAny(decoded, "\\;") {
+		decoded = strings.ReplaceAll(decoded, "\\", "/")
+		if strings.IndexByte(decoded, ';') >= 0 {
+			segs := strings.Split(decoded, "/")
+			for i, seg := range segs {
+				if j := strings.IndexByte(seg, ';'); j >= 0 {
+					segs[i] = seg[:j]
+				}
+			}
+			decoded = strings.Join(segs, "/")
+		}
 	}
 	if decoded[0] != '/' {
 		decoded = "/" + decoded
@@ -374,7 +389,7 @@ func (r *Rule) matchPath(path string) bool {
 			if p.glob.MatchString(path) {
 				return true
 			}
-		} else if strings.HasPrefix(path, p.prefix) {
+		} else if len(path) >= len(p.prefix) && strings.EqualFold(path[:len(p.prefix)], p.prefix) {
 			return true
 		}
 	}

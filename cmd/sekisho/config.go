@@ -49,8 +49,12 @@ type clientConfig struct {
 	Allow prefixList `yaml:"allow"`
 }
 
+// destConfig adjusts which destinations are never dialed: deny adds to the
+// built-in list (loopback, link-local, cloud metadata), allow carves
+// exceptions out of it. sekisho's own listeners are always refused.
 type destConfig struct {
-	Deny *prefixList `yaml:"deny"`
+	Deny  prefixList `yaml:"deny"`
+	Allow prefixList `yaml:"allow"`
 }
 
 type limitsConfig struct {
@@ -64,6 +68,7 @@ type limitsConfig struct {
 	ResponseHeaderTimeout time.Duration `yaml:"response_header_timeout"`
 	MaxHeaderBytes        byteSize      `yaml:"max_header_bytes"`
 	MaxConnections        int           `yaml:"max_connections"`
+	MaxIdleConnsPerHost   int           `yaml:"max_idle_conns_per_host"`
 	ShutdownTimeout       time.Duration `yaml:"shutdown_timeout"`
 }
 

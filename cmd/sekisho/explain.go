@@ -186,7 +186,7 @@ Flags (before or after METHOD URL):
 		row("client", "%s, group %s", f.Client, name)
 	}
 
-	d := dial.New(dial.Config{Resolver: resolver, Geo: loc, Deny: []netip.Prefix(derefPrefixes(cfg.Destinations.Deny))})
+	d := dial.New(dial.Config{Resolver: resolver, Geo: loc, Deny: cfg.denyList(), Allow: []netip.Prefix(cfg.Destinations.Allow)})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := netip.ParseAddr(f.Host); err != nil {
@@ -279,16 +279,6 @@ func asnSuffix(asn uint32) string {
 		return ""
 	}
 	return fmt.Sprintf(" (AS%d)", asn)
-}
-
-func derefPrefixes(p *prefixList) []netip.Prefix {
-	if p == nil {
-		return nil
-	}
-	if *p == nil {
-		return []netip.Prefix{}
-	}
-	return *p
 }
 
 // parseInterleaved parses flags that may come before, between or after the

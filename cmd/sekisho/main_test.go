@@ -92,10 +92,6 @@ func boot(t *testing.T, rulesRef string, extra string) *env {
 	dir := t.TempDir()
 	e := &env{dir: dir, sites: proxytest.NewSites(t), out: newSyncBuffer(), errs: newSyncBuffer()}
 	geoPath := geotest.WriteFile(t, dir, geotest.CountryCode, geotest.Default)
-	var deny []string
-	for _, p := range proxytest.TestDeny() {
-		deny = append(deny, `"`+p.String()+`"`)
-	}
 	cfgText := fmt.Sprintf(`version: 1
 listen: 127.0.0.1:0
 admin_listen: 127.0.0.1:0
@@ -106,10 +102,10 @@ geo:
 clients:
   allow: [127.0.0.0/8]
 destinations:
-  deny: [%s]
+  allow: [127.0.0.0/8, "::1/128"]
 log:
   level: debug
-%s`, rulesRef, geoPath, strings.Join(deny, ", "), extra)
+%s`, rulesRef, geoPath, extra)
 	writeFile(t, filepath.Join(dir, "sekisho.yaml"), cfgText)
 	cfg, err := loadConfig(filepath.Join(dir, "sekisho.yaml"))
 	if err != nil {
@@ -428,14 +424,10 @@ func TestCheckCommand(t *testing.T) {
 }
 
 func TestExplainCommand(t *testing.T) {
-	var deny []string
-	for _, p := range proxytest.TestDeny() {
-		deny = append(deny, `"`+p.String()+`"`)
-	}
 	dir := t.TempDir()
 	geoPath := geotest.WriteFile(t, dir, geotest.CountryCode, geotest.Default)
 	cfg := filepath.Join(dir, "sekisho.yaml")
-	writeFile(t, cfg, "version: 1\ngeo:\n  database: "+geoPath+"\n  internal_networks: [10.0.0.0/8]\ndestinations:\n  deny: ["+strings.Join(deny, ", ")+"]\n")
+	writeFile(t, cfg, "version: 1\ngeo:\n  database: "+geoPath+"\n  internal_networks: [10.0.0.0/8]\ndestinations:\n  allow: [127.0.0.0/8]\n")
 	var out, errb bytes.Buffer
 	code := explainMain([]string{"--config", cfg, "--country", "KR", "POST", "http://kr.example/upload", "--body-bytes", "2MiB", "--content-type", "image/jpeg"}, &out, &errb, proxytest.DefaultResolver())
 	if code != 0 {

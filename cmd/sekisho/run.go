@@ -236,25 +236,19 @@ func start(ctx context.Context, cfg *config, opt options) (*instance, error) {
 		self = append(self, selfAddrs(adminLn.Addr())...)
 	}
 
-	var deny []netip.Prefix
-	if cfg.Destinations.Deny != nil {
-		deny = []netip.Prefix(*cfg.Destinations.Deny)
-		if deny == nil {
-			deny = []netip.Prefix{}
-		}
-	}
 	lim := cfg.Limits
 	srv, err := proxy.New(proxy.Config{
-		Rules:            rulesStore,
-		Geo:              geoStore,
-		Resolver:         opt.resolver,
-		AllowedClients:   []netip.Prefix(cfg.Clients.Allow),
-		DenyDestinations: deny,
-		Self:             self,
-		Audit:            audit.New(auditW),
-		Log:              log,
-		Registerer:       reg,
-		Helpdesk:         cfg.Helpdesk,
+		Rules:             rulesStore,
+		Geo:               geoStore,
+		Resolver:          opt.resolver,
+		AllowedClients:    []netip.Prefix(cfg.Clients.Allow),
+		DenyDestinations:  cfg.denyList(),
+		AllowDestinations: []netip.Prefix(cfg.Destinations.Allow),
+		Self:              self,
+		Audit:             audit.New(auditW),
+		Log:               log,
+		Registerer:        reg,
+		Helpdesk:          cfg.Helpdesk,
 		Limits: proxy.Limits{
 			HoldBodyBytes:         int(lim.HoldBodyBytes),
 			ReadHeaderTimeout:     lim.ReadHeaderTimeout,
@@ -266,6 +260,7 @@ func start(ctx context.Context, cfg *config, opt options) (*instance, error) {
 			ResponseHeaderTimeout: lim.ResponseHeaderTimeout,
 			MaxHeaderBytes:        int(lim.MaxHeaderBytes),
 			MaxConns:              lim.MaxConnections,
+			MaxIdleConnsPerHost:   lim.MaxIdleConnsPerHost,
 		},
 	})
 	if err != nil {
@@ -384,6 +379,11 @@ func (inst *instance) status() any {
 			"last_error": inst.reloader.lastGeoError(),
 		},
 	}
+}
+
+// denyList is the built-in deny list plus the configured additions.
+func (c *config) denyList() []netip.Prefix {
+	return append(dial.DefaultDeny(), c.Destinations.Deny...)
 }
 
 func shortHash(h string) string {

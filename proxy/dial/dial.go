@@ -99,6 +99,10 @@ type Config struct {
 	// non-nil slice denies none of them). Unspecified, multicast and
 	// broadcast addresses are always refused.
 	Deny []netip.Prefix
+	// Allow are exceptions to Deny (a site whose intranet is on loopback,
+	// the tests' upstreams). They never lift the fixed refusals: zones,
+	// unspecified, multicast, broadcast and Self.
+	Allow []netip.Prefix
 	// Self are the proxy's own listener addresses: dialing them would loop.
 	Self           []netip.AddrPort
 	ResolveTimeout time.Duration // default 5s
@@ -111,6 +115,7 @@ type Dialer struct {
 	resolver Resolver
 	geo      Locator
 	deny     []netip.Prefix
+	allow    []netip.Prefix
 	self     map[netip.AddrPort]bool
 	resolveT time.Duration
 	net      net.Dialer
@@ -122,6 +127,7 @@ func New(cfg Config) *Dialer {
 		resolver: cfg.Resolver,
 		geo:      cfg.Geo,
 		deny:     cfg.Deny,
+		allow:    cfg.Allow,
 		self:     map[netip.AddrPort]bool{},
 		resolveT: cfg.ResolveTimeout,
 	}
@@ -148,12 +154,20 @@ func New(cfg Config) *Dialer {
 	return d
 }
 
+// nat64 is the well-known NAT64 prefix (RFC 6052): its addresses embed the
+// IPv4 address a NAT64 gateway connects to.
+var nat64 = netip.MustParsePrefix("64:ff9b::/96")
+
 // Check reports why addr:port may not be dialed, or nil.
 func (d *Dialer) Check(ap netip.AddrPort) error {
 	a := ap.Addr().Unmap()
 	switch {
 	case !a.IsValid():
 		return &DeniedError{Addr: a, Reason: "invalid address"}
+	case a.Zone() != "":
+		// netip prefixes never contain a zoned address, so a zone would
+		// slip past the deny list; no destination on the internet has one.
+		return &DeniedError{Addr: a, Reason: "IPv6 zone " + a.Zone()}
 	case a.IsUnspecified():
 		return &DeniedError{Addr: a, Reason: "unspecified address"}
 	case a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
@@ -162,6 +176,18 @@ func (d *Dialer) Check(ap netip.AddrPort) error {
 		return &DeniedError{Addr: a, Reason: "address in 0.0.0.0/8"}
 	case d.self[netip.AddrPortFrom(a, ap.Port())]:
 		return &DeniedError{Addr: a, Reason: "this is sekisho's own listener"}
+	}
+	if nat64.Contains(a) {
+		// A NAT64 gateway would connect to the embedded IPv4 address.
+		b := a.As16()
+		if err := d.Check(netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[12:16])), ap.Port())); err != nil {
+			return &DeniedError{Addr: a, Reason: "NAT64 address of a denied IPv4 address (" + err.(*DeniedError).Reason + ")"}
+		}
+	}
+	for _, p := range d.allow {
+		if p.Contains(a) {
+			return nil
+		}
 	}
 	for _, p := range d.deny {
 		if p.Contains(a) {

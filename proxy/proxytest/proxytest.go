@@ -344,6 +344,12 @@ func TestDeny() []netip.Prefix {
 	return deny
 }
 
+// TestAllow lets the proxy dial the loopback test sites despite the default
+// deny list (which keeps metadata and link-local denied).
+func TestAllow() []netip.Prefix {
+	return []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+}
+
 // Harness is a running proxy with its test sites.
 type Harness struct {
 	*Sites
@@ -418,18 +424,17 @@ func New(t testing.TB, opt Options) *Harness {
 	if allowed == nil {
 		allowed = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 	}
-	deny := TestDeny()
 	srv, err := proxy.New(proxy.Config{
-		Rules:            h.Rules,
-		Geo:              h.Geo,
-		Resolver:         h.Resolver,
-		AllowedClients:   allowed,
-		DenyDestinations: deny,
-		Self:             []netip.AddrPort{self},
-		Audit:            audit.New(lockedWriter{&h.auditMu, &h.audit}),
-		Registerer:       h.Registry,
-		Helpdesk:         "情報政策課 (内線 1234)",
-		Limits:           opt.Limits,
+		Rules:             h.Rules,
+		Geo:               h.Geo,
+		Resolver:          h.Resolver,
+		AllowedClients:    allowed,
+		AllowDestinations: TestAllow(),
+		Self:              []netip.AddrPort{self},
+		Audit:             audit.New(lockedWriter{&h.auditMu, &h.audit}),
+		Registerer:        h.Registry,
+		Helpdesk:          "情報政策課 (内線 1234)",
+		Limits:            opt.Limits,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -43,8 +43,13 @@ func Classify(h http.Header, contentLength int64, transferEncoding []string, b *
 	if ct := h.Get("Content-Type"); ct != "" {
 		b.ContentType = mediaType(ct)
 	}
-	if ce := h.Get("Content-Encoding"); ce != "" && !strings.EqualFold(strings.TrimSpace(ce), "identity") {
-		b.Encoded = true
+	// Every Content-Encoding value counts (several headers are one list).
+	for _, v := range h["Content-Encoding"] {
+		for _, tok := range strings.Split(v, ",") {
+			if tok = strings.TrimSpace(tok); tok != "" && !strings.EqualFold(tok, "identity") {
+				b.Encoded = true
+			}
+		}
 	}
 	if !b.Present {
 		b.FileParts, b.PartsComplete = rules.TriNo, true
@@ -104,16 +109,27 @@ func getBuf(size int) *[]byte {
 // the headers alone could not decide.
 func Hold(body io.Reader, limit int) (*Held, error) {
 	h := &Held{buf: getBuf(limit + 1)}
-	n, err := io.ReadFull(body, *h.buf)
-	h.Data = (*h.buf)[:n]
-	switch err {
-	case nil:
-		return h, nil // the body goes on beyond the limit
-	case io.EOF, io.ErrUnexpectedEOF:
-		h.EOF = true
-		return h, nil
+	buf := *h.buf
+	n := 0
+	for n < len(buf) {
+		k, err := body.Read(buf[n:])
+		n += k
+		if n == len(buf) {
+			break // more than limit: whether it ends here does not matter
+		}
+		if err == io.EOF {
+			h.Data, h.EOF = buf[:n], true
+			return h, nil
+		}
+		if err != nil {
+			// Including io.ErrUnexpectedEOF: a client that broke off in
+			// the middle of its body has not sent a body to decide on.
+			h.Data = buf[:n]
+			return h, err
+		}
 	}
-	return h, err
+	h.Data = buf[:n]
+	return h, nil // the body goes on beyond the limit
 }
 
 // Release returns the buffer to its pool. Data must not be used after.
@@ -145,7 +161,7 @@ func Update(b *rules.Body, h *Held, boundary string) {
 	if !strings.HasPrefix(b.ContentType, "multipart/") || b.Encoded || boundary == "" {
 		return
 	}
-	files, types, complete := SniffMultipart(h.Data, boundary, b.PartTypes[:0])
+	files, types, complete := SniffMultipart(h.Data, boundary, h.EOF, b.PartTypes[:0])
 	b.PartTypes = types
 	switch {
 	case files:
@@ -159,40 +175,68 @@ func Update(b *rules.Body, h *Held, boundary string) {
 // maxPartTypes bounds the file part types recorded per request.
 const maxPartTypes = 16
 
-// SniffMultipart walks the part headers of a multipart body prefix. It
-// reports whether a part with a filename was seen, appends the media types
-// of file parts (application/octet-stream when a file part has none) to
-// types, and whether the closing delimiter was reached so that the list is
-// complete. A part whose headers are cut off by the end of data is not
-// counted; more than maxPartTypes file parts leave the list incomplete.
-func SniffMultipart(data []byte, boundary string, types []string) (files bool, out []string, complete bool) {
+// SniffMultipart walks the part headers of a multipart body prefix the way
+// mime/multipart (and the servers that share its reading) does, so that
+// what the rules see is what the server will see. It reports whether a part
+// with a filename was seen, appends the media types of file parts
+// (application/octet-stream when a file part has none) to types, and
+// whether the closing delimiter was reached so that the list is complete.
+//
+// Delimiters are whole lines ("--boundary" and optional blanks), the first
+// one found at the start of a line; later ones are searched for after the
+// line ending the first one used, as mime/multipart does. Folded header
+// lines are joined. Anything cut off by the end of data leaves the answer
+// incomplete, and the rules then fail closed; atEOF says data is the whole
+// body, so that a closing delimiter without a line ending at its very end
+// counts (in a prefix, "--boundary--" might go on as "--boundary--x", which
+// is part content). An empty file input (filename="" and no content) is not
+// a file.
+func SniffMultipart(data []byte, boundary string, atEOF bool, types []string) (files bool, out []string, complete bool) {
 	out = types
-	delim := "--" + boundary
-	nlDelim := "\n" + delim
-	i := bytes.Index(data, []byte(delim)) // the first may follow a preamble
-	if i < 0 {
-		return false, out, false
-	}
-	data = data[i:]
-	overflow := false
+	dash := []byte("--" + boundary)
+	// Preamble: skip lines until a delimiter line.
+	pos := 0
+	var nl []byte
 	for {
-		rest := data[len(delim):]
-		if bytes.HasPrefix(rest, []byte("--")) {
-			return files, out, !overflow
-		}
-		eol := bytes.IndexByte(rest, '\n') // skip transport padding
-		if eol < 0 {
+		line, term, next, ok := readLine(data, pos)
+		if !ok {
+			if atEOF && delimiterKind(data[pos:], dash) == closeDelimiter {
+				return files, out, true
+			}
 			return files, out, false
 		}
-		rest = rest[eol+1:]
-		end, sepLen := bytes.Index(rest, []byte("\r\n\r\n")), 4
-		if e2 := bytes.Index(rest, []byte("\n\n")); e2 >= 0 && (end < 0 || e2 < end) {
-			end, sepLen = e2, 2
+		pos = next
+		if k := delimiterKind(line, dash); k != notDelimiter {
+			if k == closeDelimiter {
+				return files, out, true
+			}
+			nl = term
+			break
 		}
-		if end < 0 {
-			return files, out, false // headers cut off
+	}
+	nlDash := append(append([]byte{}, nl...), dash...)
+	overflow := false
+	for {
+		// Part headers, up to an empty line.
+		var headers [][]byte
+		for {
+			line, _, next, ok := readLine(data, pos)
+			if !ok {
+				return files, out, false // headers cut off
+			}
+			pos = next
+			if len(line) == 0 {
+				break
+			}
+			if (line[0] == ' ' || line[0] == '\t') && len(headers) > 0 {
+				last := headers[len(headers)-1]
+				headers[len(headers)-1] = append(append(append([]byte{}, last...), ' '), bytes.TrimLeft(line, " \t")...)
+				continue
+			}
+			headers = append(headers, line)
 		}
-		if isFile, ct := partHeaders(rest[:end]); isFile {
+		isFile, emptyName, ct := partHeaders(headers)
+		record := func() {
 			files = true
 			if ct == "" {
 				ct = "application/octet-stream"
@@ -203,24 +247,94 @@ func SniffMultipart(data []byte, boundary string, types []string) (files bool, o
 				overflow = true
 			}
 		}
-		body := rest[end+sepLen:]
-		next := bytes.Index(body, []byte(nlDelim))
-		if next < 0 {
-			return files, out, false
+		if isFile && !emptyName {
+			record() // known as soon as its headers are
 		}
-		data = body[next+1:]
+		// Part content, up to the next delimiter line.
+		end, after, kind := nextDelimiter(data, pos, nlDash, atEOF)
+		if isFile && emptyName && (kind == notDelimiter || end > pos) {
+			record() // an unnamed file with content, or content not seen: a file
+		}
+		if kind == notDelimiter {
+			return files, out, false // content cut off
+		}
+		if kind == closeDelimiter {
+			return files, out, !overflow
+		}
+		pos = after
 	}
 }
 
-func partHeaders(block []byte) (isFile bool, contentType string) {
-	for len(block) > 0 {
-		line := block
-		if k := bytes.IndexByte(block, '\n'); k >= 0 {
-			line, block = block[:k], block[k+1:]
-		} else {
-			block = nil
+const (
+	notDelimiter = iota
+	partDelimiter
+	closeDelimiter
+)
+
+// readLine returns the line at pos without its terminator ("\r\n" or "\n"),
+// the terminator, and where the next line starts; ok is false when the line
+// is not terminated within data.
+func readLine(data []byte, pos int) (line, term []byte, next int, ok bool) {
+	i := bytes.IndexByte(data[pos:], '\n')
+	if i < 0 {
+		return nil, nil, 0, false
+	}
+	line = data[pos : pos+i]
+	term = data[pos+i : pos+i+1]
+	if len(line) > 0 && line[len(line)-1] == '\r' {
+		line, term = line[:len(line)-1], data[pos+i-1:pos+i+1]
+	}
+	return line, term, pos + i + 1, true
+}
+
+// delimiterKind classifies a whole line: "--boundary" or "--boundary--",
+// each optionally followed by blanks.
+func delimiterKind(line, dash []byte) int {
+	if !bytes.HasPrefix(line, dash) {
+		return notDelimiter
+	}
+	rest := line[len(dash):]
+	if bytes.HasPrefix(rest, []byte("--")) {
+		if len(bytes.TrimRight(rest[2:], " \t")) == 0 {
+			return closeDelimiter
 		}
-		line = bytes.TrimRight(line, "\r")
+		return notDelimiter
+	}
+	if len(bytes.TrimRight(rest, " \t")) == 0 {
+		return partDelimiter
+	}
+	return notDelimiter
+}
+
+// nextDelimiter finds the delimiter that ends the part content starting at
+// pos: nlDash followed by the rest of a delimiter line. It returns where the
+// content ends, where the next part's headers start, and the delimiter's
+// kind (notDelimiter when data ends first).
+func nextDelimiter(data []byte, pos int, nlDash []byte, atEOF bool) (end, after, kind int) {
+	dash := nlDash[bytes.IndexByte(nlDash, '-'):]
+	for search := pos; ; {
+		i := bytes.Index(data[search:], nlDash)
+		if i < 0 {
+			return 0, 0, notDelimiter
+		}
+		start := search + i
+		lineStart := start + len(nlDash) - len(dash)
+		line, _, next, ok := readLine(data, lineStart)
+		if !ok {
+			if atEOF && delimiterKind(data[lineStart:], dash) == closeDelimiter {
+				return start, len(data), closeDelimiter
+			}
+			return 0, 0, notDelimiter // the delimiter line is cut off
+		}
+		if k := delimiterKind(line, dash); k != notDelimiter {
+			return start, next, k
+		}
+		search = start + 1
+	}
+}
+
+func partHeaders(lines [][]byte) (isFile, emptyName bool, contentType string) {
+	for _, line := range lines {
 		name, value, ok := bytes.Cut(line, []byte(":"))
 		if !ok {
 			continue
@@ -229,8 +343,11 @@ func partHeaders(block []byte) (isFile bool, contentType string) {
 		case bytes.EqualFold(bytes.TrimSpace(name), []byte("Content-Disposition")):
 			_, params, err := mime.ParseMediaType(string(value))
 			if err == nil {
-				if _, ok := params["filename"]; ok {
+				fn, plain := params["filename"]
+				_, ext := params["filename*"]
+				if plain || ext {
 					isFile = true
+					emptyName = plain && fn == "" && !ext
 				}
 			} else if bytes.Contains(bytes.ToLower(value), []byte("filename")) {
 				isFile = true // unparsable but names a file: count it (fail closed)
@@ -239,5 +356,5 @@ func partHeaders(block []byte) (isFile bool, contentType string) {
 			contentType = mediaType(string(value))
 		}
 	}
-	return isFile, contentType
+	return isFile, emptyName, contentType
 }
