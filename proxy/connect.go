@@ -30,12 +30,23 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, st *state)
 		return
 	}
 	f.Host, f.Port = host, port
-	if denied := s.resolveAndDecide(r.Context(), st); denied != nil {
+	if denied := s.resolve(r.Context(), st); denied != nil {
 		st.err = denied
 		s.refuse(w, r, st, http.StatusForbidden, metrics.ReasonDestinationDenied, denied.Error())
 		return
 	}
+	s.decide(st)
 	d := st.decision
+	if s.issuer != nil {
+		st.inspection = st.set.Inspect(f)
+	}
+	if st.inspection.Inspect && st.resolved {
+		// Opened: each request inside is decided on its own. A blocked
+		// destination is opened too, so that the browser shows the block
+		// page instead of a connection error.
+		s.serveInspected(w, r, st)
+		return
+	}
 	if d.Blocks() {
 		st.status = http.StatusForbidden
 		ct, body := pages.RenderBlock(s.blockInfo(st), pages.WantsJSON(r.Header.Get("Accept")))

@@ -111,3 +111,41 @@ func TestCurl(t *testing.T) {
 		}
 	})
 }
+
+func TestCurlInspected(t *testing.T) {
+	h := proxytest.New(t, proxytest.Options{Intercept: true, Rules: inspectAll})
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "sekisho-ca.pem")
+	if err := os.WriteFile(caFile, h.CA.PEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	photo := filepath.Join(dir, "photo.jpg")
+	m := marker(t)
+	if err := os.WriteFile(photo, []byte(m+strings.Repeat("\xd8", 200000)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("HTTPS upload abroad is blocked inside TLS", func(t *testing.T) {
+		code, body := curl(t, h, "--cacert", caFile, "-F", "file=@"+photo, h.TLSURL("kr.example", "/upload"))
+		if code != 403 || !strings.Contains(body, "この送信はブロックされました") {
+			t.Fatalf("%d %.300q", code, body)
+		}
+		assertUntouched(t, h.KR)
+	})
+	t.Run("HTTPS upload at home goes through", func(t *testing.T) {
+		code, body := curl(t, h, "--cacert", caFile, "-F", "file=@"+photo, h.TLSURL("jp.example", "/upload"))
+		if code != 200 || !strings.HasPrefix(body, "JP POST /upload") {
+			t.Fatalf("%d %q", code, body)
+		}
+		if b := h.JP.Bodies(); len(b) == 0 || !bytes.Contains(b[len(b)-1], []byte(m)) {
+			t.Fatal("the file did not arrive")
+		}
+	})
+	t.Run("a client that does not trust the CA fails the handshake", func(t *testing.T) {
+		bin := requireTool(t, "curl")
+		cmd := exec.Command(bin, "--silent", "--max-time", "10", "--noproxy", "", "--proxy", "http://"+h.Addr, h.TLSURL("jp.example", "/"))
+		cmd.Env = append(os.Environ(), "CURL_CA_BUNDLE=/nonexistent", "SSL_CERT_FILE=/nonexistent", "http_proxy=", "https_proxy=")
+		if err := cmd.Run(); err == nil {
+			t.Fatal("curl accepted sekisho's leaf without trusting its CA")
+		}
+	})
+}

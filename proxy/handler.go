@@ -30,7 +30,17 @@ type state struct {
 	client netip.AddrPort
 	set    *rules.Set // loaded once per request
 	conn   *clientConn
-	rc     *http.ResponseController
+	// rc sets the client connection's deadlines: the ResponseController of
+	// a plain request, the raw connection under an intercepted tunnel.
+	rc deadlines
+	// tunnel is the intercepted tunnel a request came through (nil for
+	// plain requests and for the CONNECT itself).
+	tunnel *tunnelState
+	// inspection is the CONNECT's interception decision.
+	inspection rules.Inspection
+	// deferFinish: the record is finished when the session ends, not when
+	// the handler returns (an intercepted CONNECT).
+	deferFinish bool
 
 	facts     rules.Facts
 	partTypes [16]string
@@ -52,6 +62,12 @@ type state struct {
 	upgraded       atomic.Bool // goproxy took the connection over (101)
 	done           atomic.Bool
 	writeIdle      time.Duration
+}
+
+// deadlines is what sets a client connection's deadlines.
+type deadlines interface {
+	SetReadDeadline(time.Time) error
+	SetWriteDeadline(time.Time) error
 }
 
 func stateFrom(ctx context.Context) *state {
@@ -77,7 +93,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.facts.Client = st.client.Addr().Unmap()
 	st.facts.Method = r.Method
 	st.facts.Body.PartTypes = st.partTypes[:0]
-	defer s.finish(st)
+	defer func() {
+		if !st.deferFinish {
+			s.finish(st)
+		}
+	}()
 	if cc, ok := r.Context().Value(connKey{}).(*clientConn); ok {
 		st.conn = cc
 		if p := cc.Next(); p != framing.None {
@@ -148,11 +168,16 @@ func (s *Server) finish(st *state) {
 		st.held.Release()
 		st.held = nil
 	}
-	if st.rc != nil {
+	if st.rc != nil && !st.upgraded.Load() && st.mode != metrics.ModeTunnel && !st.deferFinish {
 		// net/http flushes a small response after the handler returns: it
 		// too must finish in time, or a client that never reads would hold
 		// the connection forever. The next request clears the deadline.
 		_ = st.rc.SetWriteDeadline(time.Now().Add(st.writeIdle))
+		if st.tunnel != nil {
+			// Inside a tunnel, the next request's headers must come within
+			// the idle timeout (goproxy's loop has no deadline of its own).
+			_ = st.rc.SetReadDeadline(time.Now().Add(s.limits.IdleTimeout))
+		}
 	}
 	f := &st.facts
 	dur := time.Since(st.start)
@@ -173,8 +198,11 @@ func (s *Server) finish(st *state) {
 		RulesHash:   shortHash(st.set),
 	}
 	rec.DownloadBytes = st.down.Load()
-	if st.mode == metrics.ModeTunnel {
+	if f.Method == http.MethodConnect {
 		rec.Kind = audit.KindTunnel
+	}
+	if f.Method == http.MethodConnect {
+		rec.Inspection = st.inspection.Rule // "" when interception is off
 	}
 	if st.err != nil {
 		rec.Error = st.err.Error()
@@ -198,24 +226,34 @@ func (s *Server) finish(st *state) {
 		rec.Action = d.Action.String()
 		rec.WouldBlock = d.WouldBlock()
 		rec.FailClosed = d.FailClosed
+		rec.Stream = f.Stream
 		if f.Stream {
 			rec.Budget = d.Budget
 			rec.BudgetExceeded = st.budgetExceeded.Load()
 		} else {
 			rec.BodyBytes = bodyBytes(&f.Body)
+			if !f.Body.SizeExact {
+				rec.BodyBytesMin = f.Body.Size // what was seen before deciding
+			}
 			rec.ContentType = f.Body.ContentType
+			rec.Encoded = f.Body.Encoded
 			if f.Body.Present {
 				rec.FileParts = triString(f.Body.FileParts)
 				rec.PartTypes = f.Body.PartTypes
+				rec.PartsIncomplete = !f.Body.PartsComplete
 			}
 		}
 	} else if st.set != nil {
 		rec.ClientGroup = groupName(st.set, st.facts.Client)
 	}
-	s.audit.Log(&rec)
+	// Metrics first, then the line: whoever sees the line sees the counts.
+	defer s.audit.Log(&rec)
 
 	if st.mode == "" || !st.decided {
 		return // refused before a decision: counted in sekisho_proxy_refused_total
+	}
+	if f.Method == http.MethodConnect && st.mode == metrics.ModeInspected {
+		return // the session: its requests are counted one by one
 	}
 	svc, country, group := f.ServiceName(), f.Effective, f.GroupName()
 	action := st.decision.Action.String()

@@ -2,9 +2,13 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -18,11 +22,11 @@ import (
 	"github.com/sekisho/sekisho/rules"
 )
 
-// resolveAndDecide resolves and geolocates the destination in st.facts
-// (Host, Port set), prepares the facts and decides on what the headers
-// say. It returns a non-nil problem only for a denied destination, which is
-// refused whatever the rules say.
-func (s *Server) resolveAndDecide(ctx context.Context, st *state) (denied error) {
+// resolve resolves and geolocates the destination in st.facts (Host, Port
+// set) and pins the address. It returns an error only for a denied
+// destination, which is refused whatever the rules say; an unresolvable
+// name leaves the country unknown, which the rules treat as foreign.
+func (s *Server) resolve(ctx context.Context, st *state) (denied error) {
 	f := &st.facts
 	set := st.set
 	t, err := s.dialer.Resolve(ctx, f.Host, f.Port, func(loc geo.Location) int {
@@ -42,9 +46,8 @@ func (s *Server) resolveAndDecide(ctx context.Context, st *state) (denied error)
 		st.resolved = t.Addr.IsValid()
 		return err
 	case err != nil:
-		// Unresolvable: the country is unknown, which the rules treat as
-		// foreign. An upload is decided (and blocked) on that; anything
-		// else gets a 502 after the decision.
+		// An upload is decided (and blocked) on the unknown country;
+		// anything else gets a 502 after the decision.
 		st.err = err
 		f.Country = geo.CountryUnknown
 	default:
@@ -52,25 +55,39 @@ func (s *Server) resolveAndDecide(ctx context.Context, st *state) (denied error)
 		f.Addr = t.Addr.Addr()
 		f.Country = t.Location.Country
 	}
-	set.Prepare(f)
-	st.decision = set.Decide(f)
-	st.decided = true
 	return nil
 }
 
-// onRequest decides a proxied HTTP request (goproxy request handler). It
-// returns a response to answer instead of forwarding — a block page, a
-// refusal — or the request rewritten to go to exactly the address that was
-// geolocated.
+// decide prepares the facts and decides on what the headers say.
+func (s *Server) decide(st *state) {
+	st.set.Prepare(&st.facts)
+	st.decision = st.set.Decide(&st.facts)
+	st.decided = true
+}
+
+// onRequest decides a proxied HTTP request (goproxy request handler): a
+// plain one from ServeHTTP, or one inside an intercepted tunnel — one code
+// path for both. It returns a response to answer instead of forwarding (a
+// block page, a refusal), or the request rewritten to go to exactly the
+// address that was geolocated.
 func (s *Server) onRequest(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
 	st := stateFrom(req.Context())
+	var ts *tunnelState
 	if st == nil {
-		return req, s.problemResponse(req, &state{id: s.newID()}, problemFor(http.StatusInternalServerError, metrics.ReasonUnsupportedRequest, "request without proxy state"))
+		ts, _ = ctx.UserData.(*tunnelState)
+		if ts == nil {
+			return req, s.problemResponse(req, &state{id: s.newID()}, problemFor(http.StatusInternalServerError, metrics.ReasonUnsupportedRequest, "request without proxy state"))
+		}
+		st = s.innerState(ts, req)
 	}
 	ctx.UserData = st
 	f := &st.facts
 	authority := req.Host
-	host, port, err := rules.SplitHostPort(req.URL.Host, 80)
+	defPort := uint16(80)
+	if req.URL.Scheme == "https" {
+		defPort = 443
+	}
+	host, port, err := rules.SplitHostPort(req.URL.Host, defPort)
 	if err != nil {
 		return req, s.refuseResponse(req, st, http.StatusBadRequest, metrics.ReasonBadRequest, err.Error())
 	}
@@ -88,13 +105,34 @@ func (s *Server) onRequest(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Requ
 		req.ContentLength == 0 && len(req.TransferEncoding) == 0
 	if websocket {
 		f.Stream = true
-		st.mode = metrics.ModeWebSocket
+		if ts == nil {
+			st.mode = metrics.ModeWebSocket
+		}
 	}
 	upload.Classify(req.Header, req.ContentLength, req.TransferEncoding, &f.Body)
 
-	if denied := s.resolveAndDecide(req.Context(), st); denied != nil {
-		st.err = denied
-		return req, s.refuseResponse(req, st, http.StatusForbidden, metrics.ReasonDestinationDenied, denied.Error())
+	if ts == nil {
+		if denied := s.resolve(req.Context(), st); denied != nil {
+			st.err = denied
+			return req, s.refuseResponse(req, st, http.StatusForbidden, metrics.ReasonDestinationDenied, denied.Error())
+		}
+		s.decide(st)
+	} else {
+		// Inside a tunnel the request goes where the tunnel was decided to
+		// go, or nowhere: a Host (or absolute-form target) for another
+		// site is domain fronting.
+		if host != ts.host || port != ts.port {
+			st.err = fmt.Errorf("the request inside the tunnel to %s is for %s", net.JoinHostPort(ts.host, strconv.Itoa(int(ts.port))), net.JoinHostPort(host, strconv.Itoa(int(port))))
+			return req, s.refuseResponse(req, st, http.StatusForbidden, metrics.ReasonDomainFronting, st.err.Error())
+		}
+		st.target, st.resolved = ts.target, true
+		f.Addr, f.Country = ts.target.Addr.Addr(), ts.target.Location.Country
+		s.decide(st)
+		if ts.connect.decision.Blocks() {
+			// The whole destination is blocked; the tunnel was opened only
+			// to show the page.
+			st.decision = ts.connect.decision
+		}
 	}
 	if st.decision.NeedBody {
 		if resp := s.holdBody(req, st); resp != nil {
@@ -119,7 +157,10 @@ func (s *Server) onRequest(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Requ
 	} else if req.Body != nil && req.Body != http.NoBody {
 		req.Body = &reqBody{rc: req.Body, st: st, idle: s.limits.BodyIdleTimeout}
 	}
-	req.URL.Host = st.target.Addr.String()
+	if req.URL.Scheme != "https" {
+		// Plain HTTP: the transport's pool is keyed by the pinned address.
+		req.URL.Host = st.target.Addr.String()
+	} // https keeps its name for SNI; its transport dials the pinned address
 	req.Host = authority
 	removeHopByHop(req.Header, websocket)
 	req.Header.Del("X-Forwarded-For") // never tell a foreign server who inside sent it
@@ -151,40 +192,62 @@ func (s *Server) holdBody(req *http.Request, st *state) *http.Response {
 }
 
 // roundTrip sends an allowed request upstream (goproxy RoundTripper) and
-// wraps the response body to count it and bound slow clients; a WebSocket
-// upgrade gets the stream body that enforces the upload budget.
+// wraps the response body to count it, bound slow clients, and finish the
+// request's record when the body is closed; a WebSocket upgrade gets the
+// stream body that enforces the upload budget. It never returns an error:
+// a failure becomes the 502/504 page, so that every path (plain, inside a
+// tunnel, HTTP/2) answers and records it the same way.
 func (s *Server) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Response, error) {
-	resp, err := s.tr.RoundTrip(req)
-	if err != nil {
-		return nil, err
-	}
 	st, _ := ctx.UserData.(*state)
 	if st == nil {
-		return resp, nil
+		return s.tr.RoundTrip(req)
+	}
+	var resp *http.Response
+	var err error
+	if req.URL.Scheme == "https" {
+		resp, err = s.tlsTransport(st.facts.Host, st.target.Addr).RoundTrip(req)
+	} else {
+		resp, err = s.tr.RoundTrip(req)
+	}
+	if err != nil {
+		return s.upstreamFailure(req, st, err), nil
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && st.mode == metrics.ModeWebSocket {
-			s.metrics.ActiveTunnels.WithLabelValues(metrics.ModeWebSocket).Inc()
+		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && st.facts.Stream {
+			mode := st.mode
+			s.metrics.ActiveTunnels.WithLabelValues(mode).Inc()
 			st.upgraded.Store(true)
 			untrack := s.trackTunnel(func() {
 				_ = rwc.Close()
 				if st.conn != nil {
 					_ = st.conn.Close() // goproxy's copy from the client blocks on it
 				}
+				if st.tunnel != nil {
+					_ = st.tunnel.conn.Close()
+				}
 			})
 			st.budget = st.decision.Budget
 			resp.Body = &streamBody{rwc: rwc, st: st, budget: st.decision.Budget, enforce: !st.decision.ReportOnly, onClose: func() {
 				untrack()
-				s.metrics.ActiveTunnels.WithLabelValues(metrics.ModeWebSocket).Dec()
+				s.metrics.ActiveTunnels.WithLabelValues(mode).Dec()
+				s.finish(st)
 			}}
 			return resp, nil
 		}
 		_ = resp.Body.Close()
-		return nil, errors.New("upstream switched to a protocol other than the WebSocket the client asked for")
+		return s.upstreamFailure(req, st, errors.New("upstream switched to a protocol other than the WebSocket the client asked for")), nil
 	}
 	removeHopByHop(resp.Header, false)
-	resp.Body = &respBody{rc: resp.Body, st: st, idle: s.limits.WriteIdleTimeout}
+	resp.Body = &respBody{rc: resp.Body, st: st, idle: s.limits.WriteIdleTimeout, onClose: func() { s.finish(st) }}
 	return resp, nil
+}
+
+// upstreamFailure is the answer to a request that failed upstream.
+func (s *Server) upstreamFailure(req *http.Request, st *state, err error) *http.Response {
+	status, reason := upstreamFailure(err)
+	s.metrics.Errors.WithLabelValues(reason).Inc()
+	st.status, st.reason, st.err = status, reason, err
+	return s.problemResponse(req, st, problemFor(status, reason, err.Error()))
 }
 
 // onResponse turns a failed upstream exchange into a clear error page and
@@ -213,9 +276,15 @@ func (s *Server) onResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Re
 
 func upstreamFailure(err error) (int, string) {
 	var ne interface{ Timeout() bool }
+	var certErr *tls.CertificateVerificationError
+	var alert tls.AlertError
+	var recErr tls.RecordHeaderError
 	switch {
 	case err == nil:
 		return http.StatusBadGateway, metrics.ReasonUpstream
+	case errors.As(err, &certErr), errors.As(err, &alert), errors.As(err, &recErr),
+		strings.Contains(err.Error(), "tls: "), strings.Contains(err.Error(), "x509: "):
+		return http.StatusBadGateway, metrics.ReasonUpstreamTLS
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return http.StatusGatewayTimeout, metrics.ReasonTimeout
 	case errors.Is(err, dial.ErrDenied):
@@ -351,24 +420,32 @@ func (b *heldBody) Close() error {
 	return err
 }
 
-// respBody counts a response body on its way to the client and gives the
-// client a deadline to accept each chunk.
+// respBody counts a response body on its way to the client, gives the
+// client a deadline to accept each chunk, and finishes the record on Close.
 type respBody struct {
-	rc   io.ReadCloser
-	st   *state
-	idle time.Duration
+	rc      io.ReadCloser
+	st      *state
+	idle    time.Duration
+	onClose func()
+	once    sync.Once
 }
 
 func (b *respBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	b.st.down.Add(int64(n))
-	if n > 0 && !b.st.done.Load() {
+	if n > 0 && !b.st.done.Load() && b.st.rc != nil {
 		_ = b.st.rc.SetWriteDeadline(time.Now().Add(b.idle))
 	}
 	return n, err
 }
 
-func (b *respBody) Close() error { return b.rc.Close() }
+func (b *respBody) Close() error {
+	err := b.rc.Close()
+	if b.onClose != nil {
+		b.once.Do(b.onClose)
+	}
+	return err
+}
 
 // streamBody is the upstream side of an upgraded connection (WebSocket).
 // goproxy copies client bytes into Write: they are counted against the

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/sekisho/sekisho/proxy/metrics"
 	"github.com/sekisho/sekisho/proxy/pages"
@@ -45,6 +46,16 @@ var problemTexts = map[string][4]string{
 	metrics.ReasonTimeout: {
 		"The destination did not answer in time", "送信先から時間内に応答がありませんでした",
 		"The destination server took too long to respond.", "送信先のサーバーの応答に時間がかかりすぎました。",
+	},
+	metrics.ReasonUpstreamTLS: {
+		"The destination's certificate could not be verified", "送信先の証明書を検証できませんでした",
+		"The connection to the destination was not made: its TLS certificate is not valid for this name or not issued by a trusted authority. This may be an attack; do not work around it.",
+		"送信先の TLS 証明書がこの名前に対して有効でないか、信頼できる認証局が発行したものではないため、接続しませんでした。攻撃の可能性があります。回避しないでください。",
+	},
+	metrics.ReasonDomainFronting: {
+		"Request for another site refused", "別のサイトへのリクエストを拒否しました",
+		"A request inside an HTTPS connection named a different site than the connection itself (domain fronting), a way to hide where data goes.",
+		"HTTPS 接続の中のリクエストが、接続先とは別のサイトを指定していました（ドメインフロンティング）。データの送信先を隠す手口のため拒否しました。",
 	},
 	metrics.ReasonUpstream: {
 		"The destination's answer could not be read", "送信先の応答を読み取れませんでした",
@@ -90,7 +101,7 @@ func (s *Server) problemResponse(req *http.Request, st *state, p *pages.Problem)
 	p.Host = st.facts.Host
 	p.Helpdesk = s.cfg.Helpdesk
 	ct, body := pages.RenderProblem(p, pages.WantsJSON(req.Header.Get("Accept")))
-	return s.response(req, p.Status, ct, body, st.id, st.facts.Body.Present)
+	return s.finishing(st, s.response(req, p.Status, ct, body, st.id, st.facts.Body.Present))
 }
 
 // blockResponse is the 403 for a blocked request. The client's body is not
@@ -98,7 +109,28 @@ func (s *Server) problemResponse(req *http.Request, st *state, p *pages.Problem)
 // body needs to cross even into sekisho.
 func (s *Server) blockResponse(req *http.Request, st *state) *http.Response {
 	ct, body := pages.RenderBlock(s.blockInfo(st), pages.WantsJSON(req.Header.Get("Accept")))
-	return s.response(req, http.StatusForbidden, ct, body, st.id, true)
+	return s.finishing(st, s.response(req, http.StatusForbidden, ct, body, st.id, true))
+}
+
+// finishing makes closing resp's body finish st's record: inside an
+// intercepted tunnel, goproxy closes the body when the exchange is over and
+// no handler of ours returns afterwards.
+func (s *Server) finishing(st *state, resp *http.Response) *http.Response {
+	resp.Body = &hookBody{ReadCloser: resp.Body, onClose: func() { s.finish(st) }}
+	return resp
+}
+
+// hookBody runs onClose once when the body is closed.
+type hookBody struct {
+	io.ReadCloser
+	onClose func()
+	once    sync.Once
+}
+
+func (b *hookBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.onClose)
+	return err
 }
 
 func (s *Server) blockInfo(st *state) *pages.Block {

@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"container/list"
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"log/slog"
@@ -20,6 +22,7 @@ import (
 	"github.com/sekisho/sekisho/proxy/dial"
 	"github.com/sekisho/sekisho/proxy/framing"
 	"github.com/sekisho/sekisho/proxy/metrics"
+	"github.com/sekisho/sekisho/proxy/mitm"
 	"github.com/sekisho/sekisho/rules"
 )
 
@@ -125,6 +128,12 @@ type Config struct {
 	// Helpdesk is shown on block and error pages ("情報政策課 内線 1234").
 	Helpdesk string
 	Limits   Limits
+	// Issuer signs the leaf certificates of TLS interception; nil turns
+	// interception off (every CONNECT is a tunnel with a budget).
+	Issuer *mitm.Issuer
+	// UpstreamRoots verify the servers behind intercepted connections
+	// (the system roots when nil).
+	UpstreamRoots *x509.CertPool
 }
 
 // Server is the forward proxy: an http.Handler for absolute-form HTTP and
@@ -147,6 +156,8 @@ type Server struct {
 	idPrefix string
 	idSeq    atomic.Uint64
 
+	issuer    *mitm.Issuer
+	tlsTrs    tlsTransports
 	connSem   chan struct{} // one slot per client connection, across listeners
 	tunnelsMu sync.Mutex
 	tunnels   map[*tunnelHandle]struct{}
@@ -169,6 +180,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.limits.defaults()
 	s.connSem = make(chan struct{}, s.limits.MaxConns)
+	s.issuer = cfg.Issuer
+	s.tlsTrs = tlsTransports{max: 1024, lru: list.New(), index: map[tlsTransportKey]*list.Element{}}
 	if s.audit == nil {
 		s.audit = audit.New(nil)
 	}
@@ -216,7 +229,11 @@ func New(cfg Config) (*Server, error) {
 	gp.KeepAcceptEncoding = true
 	gp.NonproxyHandler = http.HandlerFunc(s.serveNonProxy)
 	gp.OnRequest().DoFunc(s.onRequest)
+	gp.OnRequest().HandleConnectFunc(s.onConnect)
 	gp.OnResponse().DoFunc(s.onResponse)
+	// Clients speak HTTP/1.1 inside intercepted tunnels (ALPN http/1.1):
+	// per-request deadlines on the client connection rely on it.
+	gp.AllowHTTP2 = false
 	s.gp = gp
 
 	s.srv = &http.Server{
@@ -300,6 +317,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		break
 	}
 	s.tr.CloseIdleConnections()
+	s.tlsTrs.closeIdle()
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		_ = s.srv.Close()
 	}
@@ -339,13 +357,21 @@ type clientConn struct {
 	*framing.Conn
 	release func()
 	once    sync.Once
+	onClose atomic.Pointer[func()]
 }
 
 func (c *clientConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(c.release)
+	if fn := c.onClose.Swap(nil); fn != nil {
+		(*fn)()
+	}
 	return err
 }
+
+// setOnClose runs fn once when the connection is closed (the end of an
+// intercepted session, which goroutines inside goproxy own).
+func (c *clientConn) setOnClose(fn func()) { c.onClose.Store(&fn) }
 
 // listener bounds concurrent connections: at the limit, Accept waits for a
 // connection to close, and new clients wait in the kernel's accept queue

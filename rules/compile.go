@@ -274,7 +274,7 @@ func compile(sources []Source) (*Set, error) {
 	ruleNames := map[string]*Rule{}
 	for _, f := range files {
 		for i := range f.rules {
-			r := c.compileRule(f.file, &f.rules[i], set, groupIndex)
+			r := c.compileRule(f.file, &f.rules[i], set, groupIndex, false)
 			if r == nil {
 				continue
 			}
@@ -289,6 +289,7 @@ func compile(sources []Source) (*Set, error) {
 			}
 		}
 	}
+	c.compileInspection(files, set, groupIndex)
 	for _, f := range files {
 		for i := range f.tests {
 			if tc := c.compileTest(f.file, &f.tests[i], ruleNames); tc != nil {
@@ -354,7 +355,7 @@ var (
 	}
 )
 
-func (c *compiler) compileRule(file string, w *wireRule, set *Set, groups map[string]*ClientGroup) *Rule {
+func (c *compiler) compileRule(file string, w *wireRule, set *Set, groups map[string]*ClientGroup, inspection bool) *Rule {
 	if w.name.V == "" {
 		c.errorf(file, w.node, "a rule needs a name (it is shown on the block page and in logs)")
 		return nil
@@ -373,7 +374,9 @@ func (c *compiler) compileRule(file string, w *wireRule, set *Set, groups map[st
 	case !nameRE.MatchString(r.Name):
 		c.errorf(file, w.name.N, "rule name %q: use lower-case letters, digits, '-' and '_' (it becomes a metric label)", r.Name)
 	}
-	if w.action.V == "" {
+	if inspection {
+		// no action: an inspection rule says inspect or not
+	} else if w.action.V == "" {
 		c.errorf(file, w.node, "rule %q needs an action: allow, log or block", r.Name)
 	} else if a, ok := ParseAction(w.action.V); ok {
 		r.Action = a

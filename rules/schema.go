@@ -35,6 +35,16 @@ type wireFile struct {
 	services      []wireService
 	rules         []wireRule
 	tests         []wireTest
+	inspection    *wireInspection
+}
+
+// wireInspection is the "inspection:" section: where TLS is opened.
+type wireInspection struct {
+	node           *yaml.Node
+	defaultInspect *bool
+	builtinBypass  *bool
+	bypassExcept   []pstr
+	rules          []wireRule
 }
 
 type budgetValue struct {
@@ -93,6 +103,7 @@ type wireRule struct {
 	budget       *budgetValue
 	message      string
 	alternative  string
+	inspect      *bool
 	node         *yaml.Node
 }
 
@@ -109,13 +120,18 @@ type wireTest struct {
 	expect      pstr
 	rule        pstr
 	budget      *budgetValue
+	inspect     *bool
 	node        *yaml.Node
 }
 
 var (
 	topFields = []string{
 		"version", "domestic", "report_only", "default", "tunnel_upload_budget",
-		"country_groups", "client_groups", "builtin_catalog", "services", "rules", "tests",
+		"country_groups", "client_groups", "builtin_catalog", "services", "rules", "tests", "inspection",
+	}
+	inspectionFields     = []string{"default", "builtin_bypass", "bypass_except", "rules"}
+	inspectionRuleFields = []string{
+		"name", "inspect", "services", "domains", "networks", "destinations", "countries", "clients", "ports",
 	}
 	catalogFields  = []string{"version", "services"}
 	serviceFields  = []string{"name", "title", "category", "operator_country", "storage_country", "domains", "endpoints", "notes"}
@@ -129,7 +145,7 @@ var (
 	}
 	testFields = []string{
 		"name", "request", "client", "country", "body_bytes", "content_type", "file_parts",
-		"part_types", "content_encoded", "expect", "rule", "budget",
+		"part_types", "content_encoded", "expect", "rule", "budget", "inspect",
 	}
 )
 
@@ -228,6 +244,8 @@ func parseFile(name string, data []byte, catalogOnly bool) (*wireFile, ErrorList
 			d.list(v, "rules", func(item *yaml.Node) { w.rules = append(w.rules, d.rule(item)) })
 		case "tests":
 			d.list(v, "tests", func(item *yaml.Node) { w.tests = append(w.tests, d.test(item)) })
+		case "inspection":
+			w.inspection = d.inspection(k, v)
 		}
 	})
 	if w.version == nil && len(d.errs) == 0 {
@@ -279,10 +297,41 @@ func (d *decoder) service(n *yaml.Node) wireService {
 	return s
 }
 
-func (d *decoder) rule(n *yaml.Node) wireRule {
-	r := wireRule{node: n}
-	d.fields(n, "a rule", ruleFields, func(key string, _, v *yaml.Node) {
+func (d *decoder) inspection(k, n *yaml.Node) *wireInspection {
+	in := &wireInspection{node: k}
+	d.fields(n, "inspection", inspectionFields, func(key string, _, v *yaml.Node) {
 		switch key {
+		case "default":
+			if b, ok := d.boolean(v, "inspection default"); ok {
+				in.defaultInspect = &b
+			}
+		case "builtin_bypass":
+			if b, ok := d.boolean(v, "builtin_bypass"); ok {
+				in.builtinBypass = &b
+			}
+		case "bypass_except":
+			in.bypassExcept = d.strList(v, "bypass_except")
+		case "rules":
+			d.list(v, "inspection rules", func(item *yaml.Node) {
+				in.rules = append(in.rules, d.ruleWith(item, "an inspection rule", inspectionRuleFields))
+			})
+		}
+	})
+	return in
+}
+
+func (d *decoder) rule(n *yaml.Node) wireRule {
+	return d.ruleWith(n, "a rule", ruleFields)
+}
+
+func (d *decoder) ruleWith(n *yaml.Node, what string, known []string) wireRule {
+	r := wireRule{node: n}
+	d.fields(n, what, known, func(key string, _, v *yaml.Node) {
+		switch key {
+		case "inspect":
+			if b, ok := d.boolean(v, "inspect"); ok {
+				r.inspect = &b
+			}
 		case "name":
 			r.name, _ = d.str(v, "rule name")
 		case "action":
@@ -369,6 +418,10 @@ func (d *decoder) test(n *yaml.Node) wireTest {
 		case "budget":
 			if s, ok := d.size(v, "budget", true); ok {
 				t.budget = &budgetValue{s, v}
+			}
+		case "inspect":
+			if b, ok := d.boolean(v, "inspect"); ok {
+				t.inspect = &b
 			}
 		}
 	})

@@ -25,6 +25,10 @@ type Set struct {
 	tests          []*TestCase
 	warnings       []string
 	needsBody      bool
+
+	inspectRules   []*Rule
+	inspectDefault bool
+	bypass         map[string]bypassMatch // domain → built-in bypass entry
 }
 
 // ClientGroup is a named set of client networks (a department, a school):
@@ -48,6 +52,8 @@ type Rule struct {
 	// Budget is the upload budget this rule gives a stream, when HasBudget.
 	Budget    int64
 	HasBudget bool
+	// Inspect is what an inspection rule decides (open the TLS or not).
+	Inspect bool
 
 	services     bitset
 	domainsAll   map[string]struct{} // the domain and its subdomains
@@ -100,6 +106,9 @@ func (s *Set) Rules() []*Rule { return s.rules }
 
 // ClientGroups lists the client groups in lookup order.
 func (s *Set) ClientGroups() []*ClientGroup { return s.groups }
+
+// InspectionRules lists the inspection rules in evaluation order.
+func (s *Set) InspectionRules() []*Rule { return s.inspectRules }
 
 // Tests lists the test cases carried by the rules files.
 func (s *Set) Tests() []*TestCase { return s.tests }

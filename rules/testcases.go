@@ -20,7 +20,10 @@ type TestCase struct {
 	Expect Action // expected action
 	Rule   string // expected rule name; "" = any
 	Budget *int64 // expected stream budget; nil = not checked
-	parts  []string
+	// Inspect is the expected interception decision of a CONNECT; nil =
+	// not checked.
+	Inspect *bool
+	parts   []string
 }
 
 func (c *compiler) compileTest(file string, w *wireTest, ruleNames map[string]*Rule) *TestCase {
@@ -134,6 +137,13 @@ func (c *compiler) compileTest(file string, w *wireTest, ruleNames map[string]*R
 		b := w.budget.v
 		tc.Budget = &b
 	}
+	if w.inspect != nil {
+		if !f.Stream || f.Method != "CONNECT" {
+			return bad("inspect: applies to CONNECT requests only (request %q)", w.request.V)
+		}
+		v := *w.inspect
+		tc.Inspect = &v
+	}
 	return tc
 }
 
@@ -152,6 +162,11 @@ func (tc *TestCase) Run(s *Set) error {
 	}
 	if tc.Budget != nil && d.Budget != *tc.Budget {
 		problems = append(problems, fmt.Sprintf("expected budget %s, got %s", FormatSize(*tc.Budget), FormatSize(d.Budget)))
+	}
+	if tc.Inspect != nil {
+		if in := s.Inspect(&f); in.Inspect != *tc.Inspect {
+			problems = append(problems, fmt.Sprintf("expected inspect %v, got %v (by %s)", *tc.Inspect, in.Inspect, in.Rule))
+		}
 	}
 	if len(problems) == 0 {
 		return nil

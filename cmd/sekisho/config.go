@@ -30,8 +30,18 @@ type config struct {
 	Destinations destConfig   `yaml:"destinations"`
 	Helpdesk     string       `yaml:"helpdesk"`
 	Limits       limitsConfig `yaml:"limits"`
+	TLS          tlsConfig    `yaml:"tls"`
 
 	path string // where it was read from ("" = built-in defaults)
+}
+
+// tlsConfig turns TLS interception on (ca_dir) and says which servers
+// behind intercepted connections to trust.
+type tlsConfig struct {
+	CADir            string        `yaml:"ca_dir"`
+	UpstreamRoots    stringList    `yaml:"upstream_roots"`
+	LeafValidity     time.Duration `yaml:"leaf_validity"`
+	CertificateCache int           `yaml:"certificate_cache"`
 }
 
 type geoConfig struct {
@@ -180,6 +190,10 @@ func loadConfig(path string) (*config, error) {
 	}
 	cfg.Rules = abs(cfg.Rules)
 	cfg.Geo.Database = abs(cfg.Geo.Database)
+	cfg.TLS.CADir = abs(cfg.TLS.CADir)
+	for i, r := range cfg.TLS.UpstreamRoots {
+		cfg.TLS.UpstreamRoots[i] = abs(r)
+	}
 	switch cfg.Log.Audit {
 	case "", "stdout", "stderr", "off":
 	default:

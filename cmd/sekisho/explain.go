@@ -260,11 +260,34 @@ Flags (before or after METHOD URL):
 			row("message", "%s", strings.Join(strings.Fields(r.Message), " "))
 		}
 	}
-	if scheme == "https" {
+	inspection := func(tf rules.Facts) bool {
+		if cfg.TLS.CADir == "" {
+			row("inspect", "no: TLS interception is off (no tls.ca_dir in the configuration)")
+			return false
+		}
+		set.Prepare(&tf)
+		in := set.Inspect(&tf)
+		why := in.Rule
+		if in.Bypass != nil {
+			why += " — " + in.Bypass.Reason
+		}
+		row("inspect", "%s (%s)", map[bool]string{true: "yes: the TLS is opened and each request inside is decided", false: "no: tunnelled with the upload budget"}[in.Inspect], why)
+		return in.Inspect
+	}
+	switch {
+	case method == "CONNECT":
+		decide("decision", f)
+		inspection(f)
+		return 0
+	case scheme == "https":
 		tf := f
 		tf.Method, tf.Path, tf.Stream, tf.Body = "CONNECT", "", true, rules.Body{FileParts: rules.TriNo, PartsComplete: true, SizeExact: true}
 		decide("tunnel", tf)
-		row("", "https is tunnelled unless TLS interception is configured; inside an inspected tunnel:")
+		if inspection(tf) {
+			row("", "inside the opened tunnel:")
+		} else {
+			row("", "if the tunnel were opened, the request inside would get:")
+		}
 	}
 	decide("decision", f)
 	return 0

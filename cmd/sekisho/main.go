@@ -34,6 +34,7 @@ Usage:
                                          rules files' test cases; exit 1 on any error
   sekisho explain [flags] METHOD URL     dry-run one request: which service, which address
                                          would be dialed and where it is, which rule decides
+  sekisho ca init|export|show             the CA for TLS interception (see "sekisho ca --help")
   sekisho version                        print the version
 
 Run "sekisho COMMAND --help" for a command's flags.
@@ -49,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stdout, stderr)
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
+	case "ca":
+		return cmdCA(args[1:], stdout, stderr)
 	case "explain":
 		return cmdExplain(args[1:], stdout, stderr)
 	case "version", "--version", "-version":

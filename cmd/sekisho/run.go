@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"github.com/sekisho/sekisho/proxy/audit"
 	"github.com/sekisho/sekisho/proxy/dial"
 	"github.com/sekisho/sekisho/proxy/metrics"
+	"github.com/sekisho/sekisho/proxy/mitm"
 	"github.com/sekisho/sekisho/rules"
 )
 
@@ -141,6 +143,7 @@ type instance struct {
 	admin           *http.Server
 	reloader        *reloader
 	auditFile       io.Closer
+	issuer          *mitm.Issuer
 	shutdownTimeout time.Duration
 	wg              sync.WaitGroup
 	cancel          context.CancelFunc
@@ -236,8 +239,16 @@ func start(ctx context.Context, cfg *config, opt options) (*instance, error) {
 		self = append(self, selfAddrs(adminLn.Addr())...)
 	}
 
+	issuer, roots, err := loadTLS(cfg.TLS, reg)
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	inst.issuer = issuer
 	lim := cfg.Limits
 	srv, err := proxy.New(proxy.Config{
+		Issuer:            issuer,
+		UpstreamRoots:     roots,
 		Rules:             rulesStore,
 		Geo:               geoStore,
 		Resolver:          opt.resolver,
@@ -316,6 +327,42 @@ func start(ctx context.Context, cfg *config, opt options) (*instance, error) {
 		"rules", describeRules(cfg.Rules), "rules_hash", shortHash(set.Hash()),
 		"geo", db.Info().Source, "geo_built", db.Info().BuildTime.Format(time.DateOnly))
 	return inst, nil
+}
+
+// loadTLS loads the interception CA (refusing a key others can read) and
+// the extra upstream roots. Without tls.ca_dir, interception is off.
+func loadTLS(c tlsConfig, reg prometheus.Registerer) (*mitm.Issuer, *x509.CertPool, error) {
+	if c.CADir == "" {
+		if len(c.UpstreamRoots) > 0 {
+			return nil, nil, errors.New("tls.upstream_roots is set but tls.ca_dir is not: upstream roots only matter for intercepted connections")
+		}
+		return nil, nil, nil
+	}
+	ca, err := mitm.LoadCA(c.CADir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("TLS interception: %w", err)
+	}
+	issuer, err := mitm.NewIssuer(ca, mitm.IssuerOptions{MaxEntries: c.CertificateCache, Validity: c.LeafValidity}, reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	var roots *x509.CertPool
+	if len(c.UpstreamRoots) > 0 {
+		roots, err = x509.SystemCertPool()
+		if err != nil || roots == nil {
+			roots = x509.NewCertPool()
+		}
+		for _, f := range c.UpstreamRoots {
+			pemData, err := os.ReadFile(f)
+			if err != nil {
+				return nil, nil, fmt.Errorf("tls.upstream_roots: %w", err)
+			}
+			if !roots.AppendCertsFromPEM(pemData) {
+				return nil, nil, fmt.Errorf("tls.upstream_roots: %s holds no PEM certificate", f)
+			}
+		}
+	}
+	return issuer, roots, nil
 }
 
 // selfAddrs lists the addresses at which a listener is reachable, so that

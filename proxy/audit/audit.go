@@ -55,6 +55,13 @@ const (
 	FieldReason         = "reason"
 	FieldError          = "error"
 	FieldRulesHash      = "rules_hash"
+	FieldInspection     = "inspection"
+	// Facts for `sekisho whatif`: with them a logged request can be
+	// decided again exactly as the proxy decided it.
+	FieldStream          = "stream"
+	FieldEncoded         = "body_encoded"
+	FieldBodyBytesMin    = "body_bytes_min"
+	FieldPartsIncomplete = "parts_incomplete"
 )
 
 // Kinds of audit line.
@@ -103,6 +110,21 @@ type Record struct {
 	Reason         string // why the outcome (refusal, error class)
 	Error          string
 	RulesHash      string
+	// Inspection is, for a CONNECT, what decided whether its TLS was
+	// opened (an inspection rule, "bypass:<entry>", or "default").
+	Inspection string
+	// Stream is true for a tunnel or WebSocket: its upload was governed by
+	// the budget, and rules with body conditions did not apply to it.
+	Stream bool
+	// Encoded is true when a Content-Encoding other than identity hid the
+	// body's structure from the rules.
+	Encoded bool
+	// BodyBytesMin is, when BodyBytes is -1 (no length), the bytes of the
+	// body seen before deciding: a lower bound of its size.
+	BodyBytesMin int64
+	// PartsIncomplete is true when a multipart body was not seen to its
+	// end: PartTypes may miss file parts.
+	PartsIncomplete bool
 }
 
 // Logger writes audit lines.
@@ -192,5 +214,18 @@ func (l *Logger) Log(r *Record) {
 	str(FieldReason, r.Reason)
 	str(FieldError, r.Error)
 	str(FieldRulesHash, r.RulesHash)
+	str(FieldInspection, r.Inspection)
+	if r.Stream {
+		add(slog.Bool(FieldStream, true))
+	}
+	if r.Encoded {
+		add(slog.Bool(FieldEncoded, true))
+	}
+	if r.BodyBytesMin != 0 {
+		add(slog.Int64(FieldBodyBytesMin, r.BodyBytesMin))
+	}
+	if r.PartsIncomplete {
+		add(slog.Bool(FieldPartsIncomplete, true))
+	}
 	l.l.LogAttrs(context.Background(), r.Level(), r.Kind, attrs...)
 }

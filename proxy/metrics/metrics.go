@@ -32,7 +32,9 @@ const (
 	ReasonDial               = "dial"
 	ReasonTimeout            = "timeout"
 	ReasonUpstream           = "upstream"
+	ReasonUpstreamTLS        = "upstream_tls"
 	ReasonUnsupportedRequest = "unsupported"
+	ReasonDomainFronting     = "domain_fronting"
 )
 
 // Label names.
@@ -121,13 +123,13 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Requests whose body prefix was held back because a rule needed to see into the body.",
 		}),
 	}
-	for _, r := range []string{ReasonClientNotAllowed, ReasonDestinationDenied, ReasonBadRequest, ReasonAmbiguousFraming, ReasonUnsupportedRequest} {
+	for _, r := range []string{ReasonClientNotAllowed, ReasonDestinationDenied, ReasonBadRequest, ReasonAmbiguousFraming, ReasonUnsupportedRequest, ReasonDomainFronting} {
 		m.Refused.WithLabelValues(r)
 	}
-	for _, r := range []string{ReasonResolve, ReasonDial, ReasonTimeout, ReasonUpstream} {
+	for _, r := range []string{ReasonResolve, ReasonDial, ReasonTimeout, ReasonUpstream, ReasonUpstreamTLS} {
 		m.Errors.WithLabelValues(r)
 	}
-	for _, mode := range []string{ModeTunnel, ModeWebSocket} {
+	for _, mode := range []string{ModeTunnel, ModeWebSocket, ModeInspected} {
 		m.ActiveTunnels.WithLabelValues(mode)
 	}
 	if reg != nil {

@@ -12,6 +12,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -33,6 +35,7 @@ import (
 	"github.com/sekisho/sekisho/proxy"
 	"github.com/sekisho/sekisho/proxy/audit"
 	"github.com/sekisho/sekisho/proxy/dial"
+	"github.com/sekisho/sekisho/proxy/mitm"
 	"github.com/sekisho/sekisho/rules"
 )
 
@@ -67,6 +70,7 @@ func (r Resolver) LookupNetIP(ctx context.Context, _, host string) ([]netip.Addr
 //	mixed.example    → KR first, then JP (the proxy must pick JP)
 //	metadata.example → 169.254.169.254 (must be refused)
 //	upload.line-scdn.net → JP (a catalog service's host on a domestic edge)
+//	wrongname.example → the US site, whose TLS certificate does not name it
 func DefaultResolver() Resolver {
 	return Resolver{
 		"jp.example":           {AddrJP},
@@ -79,6 +83,7 @@ func DefaultResolver() Resolver {
 		"upload.line-scdn.net": {AddrJP},
 		"obs.line-scdn.net":    {AddrJP},
 		"v6.example":           {AddrJP6},
+		"wrongname.example":    {AddrUS},
 	}
 }
 
@@ -279,12 +284,17 @@ type Options struct {
 	Limits proxy.Limits
 	// Resolver replaces DefaultResolver.
 	Resolver Resolver
+	// Intercept creates a sekisho CA and turns TLS interception on (the
+	// rules' inspection section says where). The proxy trusts the test
+	// upstream CA.
+	Intercept bool
 }
 
 // Sites are the test web servers (one per country, all on the same port)
 // and raw TCP sinks (for tunnels).
 type Sites struct {
-	Port int // the port every test web server listens on
+	Port    int // the port every test web server listens on
+	TLSPort int // the port of the same sites over TLS (TestUpstreamCA)
 
 	JP, KR, CN, US, Unknown, JP6 *Upstream
 	// Sinks are raw TCP servers on the JP and KR addresses, on SinkPort.
@@ -295,6 +305,11 @@ type Sites struct {
 // URL is "http://<host>:<Port><path>" for a test site name.
 func (s *Sites) URL(host, path string) string {
 	return "http://" + net.JoinHostPort(host, strconv.Itoa(s.Port)) + path
+}
+
+// TLSURL is "https://<host>:<TLSPort><path>".
+func (s *Sites) TLSURL(host, path string) string {
+	return "https://" + net.JoinHostPort(host, strconv.Itoa(s.TLSPort)) + path
 }
 
 // NewSites starts the test servers; they stop when the test ends.
@@ -320,6 +335,16 @@ func NewSites(t testing.TB) *Sites {
 		go func() { _ = u.srv.Serve(u.ln) }()
 		t.Cleanup(func() { _ = u.srv.Close() })
 		*site.dst = u
+	}
+	// The same sites over TLS, on TLSPort, recording into the same
+	// Upstream (raw bytes are then the encrypted ones).
+	s.TLSPort, lns = listenAll(t, len(sites), func(i int) netip.Addr { return sites[i].addr })
+	for i, site := range sites {
+		u := *site.dst
+		rl := &recordingListener{Listener: lns[i], u: u}
+		srv := &http.Server{Handler: u, ReadHeaderTimeout: 10 * time.Second, TLSConfig: siteTLSConfig()}
+		go func() { _ = srv.ServeTLS(rl, "", "") }()
+		t.Cleanup(func() { _ = srv.Close() })
 	}
 	sinkAddrs := []netip.Addr{AddrJP, AddrKR}
 	s.SinkPort, lns = listenAll(t, 2, func(i int) netip.Addr { return sinkAddrs[i] })
@@ -361,6 +386,9 @@ type Harness struct {
 	Geo      *geo.Store
 	Registry *prometheus.Registry
 	Resolver Resolver
+	// CA and Issuer are set when Options.Intercept is.
+	CA     *mitm.CA
+	Issuer *mitm.Issuer
 
 	auditMu sync.Mutex
 	audit   bytes.Buffer
@@ -424,7 +452,22 @@ func New(t testing.TB, opt Options) *Harness {
 	if allowed == nil {
 		allowed = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 	}
+	var roots *x509.CertPool
+	if opt.Intercept {
+		ca, err := mitm.InitCA(t.TempDir(), "Sekisho Test City", time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.CA = ca
+		h.Issuer, err = mitm.NewIssuer(ca, mitm.IssuerOptions{}, h.Registry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots = TestUpstreamCA().Pool
+	}
 	srv, err := proxy.New(proxy.Config{
+		Issuer:            h.Issuer,
+		UpstreamRoots:     roots,
 		Rules:             h.Rules,
 		Geo:               h.Geo,
 		Resolver:          h.Resolver,
@@ -485,6 +528,26 @@ func (h *Harness) Client() *http.Client {
 	return &http.Client{
 		Transport: &http.Transport{Proxy: http.ProxyURL(h.ProxyURL), DisableKeepAlives: true},
 		Timeout:   20 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}
+
+// TLSClient is a Go HTTP client through the proxy that trusts sekisho's CA
+// (as rolled-out PCs do) and, unless intercepting is off, nothing else.
+func (h *Harness) TLSClient() *http.Client {
+	pool := x509.NewCertPool()
+	if h.CA != nil {
+		pool.AddCert(h.CA.Cert)
+	}
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:             http.ProxyURL(h.ProxyURL),
+			DisableKeepAlives: true,
+			TLSClientConfig:   &tls.Config{RootCAs: pool},
+		},
+		Timeout: 20 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		},
