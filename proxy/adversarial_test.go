@@ -362,7 +362,7 @@ func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 func TestAdversarial_ShutdownHangsOnWebSocketWithStalledClient(t *testing.T) {
 	h := proxytest.New(t, proxytest.Options{})
 	// A raw upstream that accepts the upgrade and then pours data down.
-	h.SinkJP.SetGreeting(append([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"),
+	h.SinkJP.SetReply(append([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"),
 		bytes.Repeat([]byte("d"), 16<<20)...))
 	c := h.Raw(t)
 	_ = c.SetDeadline(time.Time{})

@@ -215,7 +215,8 @@ func (zeroReader) Read(p []byte) (int, error) {
 type Sink struct {
 	Addr     netip.AddrPort
 	ln       net.Listener
-	greeting []byte
+	greeting  []byte
+	afterHead bool // greet only after a request head has arrived
 
 	mu    sync.Mutex
 	raw   bytes.Buffer
@@ -226,7 +227,15 @@ type Sink struct {
 func (s *Sink) SetGreeting(b []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.greeting = b
+	s.greeting, s.afterHead = b, false
+}
+
+// SetReply sets what the sink writes after it has read a request head
+// ("\r\n\r\n"): a raw HTTP answer, such as a 101 for a WebSocket.
+func (s *Sink) SetReply(b []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.greeting, s.afterHead = b, true
 }
 
 // Received returns a copy of every byte received.
@@ -251,13 +260,14 @@ func (s *Sink) serve() {
 		}
 		s.mu.Lock()
 		s.conns++
-		greeting := s.greeting
+		greeting, afterHead := s.greeting, s.afterHead
 		s.mu.Unlock()
 		go func() {
 			defer c.Close()
-			if len(greeting) > 0 {
+			if len(greeting) > 0 && !afterHead {
 				_, _ = c.Write(greeting)
 			}
+			var seen []byte // this connection's bytes until the head ends
 			buf := make([]byte, 32<<10)
 			for {
 				n, err := c.Read(buf)
@@ -265,6 +275,13 @@ func (s *Sink) serve() {
 					s.mu.Lock()
 					s.raw.Write(buf[:n])
 					s.mu.Unlock()
+					if afterHead && len(greeting) > 0 {
+						seen = append(seen, buf[:n]...)
+						if bytes.Contains(seen, []byte("\r\n\r\n")) {
+							go func(g []byte) { _, _ = c.Write(g) }(greeting)
+							greeting, seen = nil, nil
+						}
+					}
 				}
 				if err != nil {
 					return
