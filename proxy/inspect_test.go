@@ -55,7 +55,9 @@ func TestInspectedForeignUploadBlocked(t *testing.T) {
 		t.Fatal("the block page must come inside TLS, under sekisho's CA")
 	}
 	assertUntouched(t, h.KR)
-	waitFor(t, func() bool { return strings.Contains(h.Audit(), `"mode":"inspected"`) && strings.Contains(h.Audit(), `"action":"block"`) })
+	waitFor(t, func() bool {
+		return strings.Contains(h.Audit(), `"mode":"inspected"`) && strings.Contains(h.Audit(), `"action":"block"`)
+	})
 	if !strings.Contains(h.Audit(), `"inspection":"default"`) {
 		t.Errorf("the CONNECT line must say why the tunnel was opened:\n%s", h.Audit())
 	}

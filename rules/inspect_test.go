@@ -25,8 +25,8 @@ inspection:
 `)
 	for _, tc := range []struct {
 		line, country, want string
-		inspect           bool
-		client            string
+		inspect             bool
+		client              string
 	}{
 		{"CONNECT files.example.com:443", "KR", "open-foreign", true, ""},
 		{"CONNECT files.example.jp:443", "JP", "default", false, ""},

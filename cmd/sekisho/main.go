@@ -7,6 +7,7 @@
 //	                                  validate configuration and rules, run the rules' tests
 //	sekisho explain [flags] METHOD URL
 //	                                  dry-run one request: service, address, country, rule, decision
+//	sekisho healthcheck [--url URL]   exit 0 if a running sekisho's admin /healthz answers 200
 //	sekisho version                   print the version
 package main
 
@@ -35,6 +36,9 @@ Usage:
   sekisho explain [flags] METHOD URL     dry-run one request: which service, which address
                                          would be dialed and where it is, which rule decides
   sekisho ca init|export|show             the CA for TLS interception (see "sekisho ca --help")
+  sekisho healthcheck [--url URL]        exit 0 if a running sekisho's admin /healthz answers 200
+  sekisho report [flags] [FILE... | -]   usage report from audit logs: department × service × country
+  sekisho whatif --rules NEW LOG...      replay logged requests through new rules; exit 1 if any change
   sekisho version                        print the version
 
 Run "sekisho COMMAND --help" for a command's flags.
@@ -54,6 +58,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCA(args[1:], stdout, stderr)
 	case "explain":
 		return cmdExplain(args[1:], stdout, stderr)
+	case "healthcheck":
+		return cmdHealthcheck(args[1:], stdout, stderr)
+	case "report":
+		return cmdReport(args[1:], stdout, stderr)
+	case "whatif":
+		return cmdWhatif(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return 0

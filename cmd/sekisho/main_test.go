@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -472,4 +473,67 @@ func TestVersionAndHelp(t *testing.T) {
 	if code := run(nil, &out, &errb); code != 2 {
 		t.Errorf("no command: exit %d", code)
 	}
+}
+
+// TestAuditLogReopenedOnSIGHUP: logrotate moves the audit log away and sends
+// SIGHUP; the next lines go to a new file at the configured path.
+func TestAuditLogReopenedOnSIGHUP(t *testing.T) {
+	dir := t.TempDir()
+	sites := proxytest.NewSites(t)
+	auditPath := filepath.Join(dir, "audit.jsonl")
+	geoPath := geotest.WriteFile(t, dir, geotest.CountryCode, geotest.Default)
+	writeFile(t, filepath.Join(dir, "sekisho.yaml"), fmt.Sprintf(`version: 1
+listen: 127.0.0.1:0
+admin_listen: ""
+geo:
+  database: %s
+destinations:
+  allow: [127.0.0.0/8]
+log:
+  audit: audit.jsonl
+`, geoPath))
+	cfg, err := loadConfig(filepath.Join(dir, "sekisho.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hup := make(chan os.Signal, 1)
+	inst, err := start(context.Background(), cfg, options{resolver: proxytest.DefaultResolver(), hup: hup})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = inst.Shutdown(context.Background()) })
+	e := &env{inst: inst, sites: sites}
+	e.uploadStatus(t, "jp.example")
+	waitFile := func(path, want string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			b, _ := os.ReadFile(path)
+			if strings.Count(string(b), want) == 1 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: want one line with %q, have:\n%s", path, want, b)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFile(auditPath, `"kind":"request"`)
+	if err := os.Rename(auditPath, auditPath+".1"); err != nil {
+		t.Fatal(err)
+	}
+	hup <- syscall.SIGHUP
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := os.Stat(auditPath); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("SIGHUP did not reopen the audit log")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.uploadStatus(t, "jp.example")
+	waitFile(auditPath, `"kind":"request"`)
+	waitFile(auditPath+".1", `"kind":"request"`)
 }

@@ -33,6 +33,7 @@ type reloader struct {
 	log       *slog.Logger
 	watcher   *fsnotify.Watcher
 	requests  chan chan error
+	onHUP     func() // also run on SIGHUP (reopen the audit log)
 
 	mu      sync.Mutex
 	geoErr  string
@@ -165,6 +166,9 @@ func (r *reloader) run(ctx context.Context, hup <-chan os.Signal) {
 			_ = r.reload("file change", pendingRules, pendingGeo)
 			pendingRules, pendingGeo = false, false
 		case <-hup:
+			if r.onHUP != nil {
+				r.onHUP()
+			}
 			_ = r.reload("SIGHUP", true, true)
 		case reply := <-r.requests:
 			reply <- r.reload("POST /-/reload", true, true)

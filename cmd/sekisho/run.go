@@ -199,7 +199,7 @@ func start(ctx context.Context, cfg *config, opt options) (*instance, error) {
 	case "off":
 		auditW = io.Discard
 	default:
-		f, err := os.OpenFile(cfg.Log.Audit, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		f, err := openAuditFile(cfg.Log.Audit)
 		if err != nil {
 			return nil, fmt.Errorf("audit log: %w", err)
 		}
@@ -287,6 +287,17 @@ func start(ctx context.Context, cfg *config, opt options) (*instance, error) {
 	rctx, cancel := context.WithCancel(context.Background())
 	inst.cancel = cancel
 	inst.reloader = newReloader(cfg.Rules, cfg.Geo.Database, rulesStore, geoStore, log)
+	if af, ok := auditFile.(*auditLogFile); ok {
+		// SIGHUP also reopens the audit log, so that logrotate can move it
+		// away and signal, without copytruncate's lost lines.
+		inst.reloader.onHUP = func() {
+			if err := af.reopen(); err != nil {
+				log.Error("cannot reopen the audit log; still writing to the old file", "path", af.path, "error", err)
+			} else {
+				log.Info("audit log reopened", "path", af.path)
+			}
+		}
+	}
 	if err := inst.reloader.watch(); err != nil {
 		log.Warn("file watching is off; reload with SIGHUP or POST /-/reload", "error", err)
 	}
@@ -327,6 +338,45 @@ func start(ctx context.Context, cfg *config, opt options) (*instance, error) {
 		"rules", describeRules(cfg.Rules), "rules_hash", shortHash(set.Hash()),
 		"geo", db.Info().Source, "geo_built", db.Info().BuildTime.Format(time.DateOnly))
 	return inst, nil
+}
+
+// auditLogFile is the audit log as a file that SIGHUP reopens.
+type auditLogFile struct {
+	path string
+	mu   sync.Mutex
+	f    *os.File
+}
+
+func openAuditFile(path string) (*auditLogFile, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	if err != nil {
+		return nil, err
+	}
+	return &auditLogFile{path: path, f: f}, nil
+}
+
+func (a *auditLogFile) Write(p []byte) (int, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.f.Write(p)
+}
+
+func (a *auditLogFile) reopen() error {
+	f, err := os.OpenFile(a.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	old := a.f
+	a.f = f
+	a.mu.Unlock()
+	return old.Close()
+}
+
+func (a *auditLogFile) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.f.Close()
 }
 
 // loadTLS loads the interception CA (refusing a key others can read) and

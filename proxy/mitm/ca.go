@@ -133,8 +133,8 @@ func LoadCA(dir string) (*CA, error) {
 		}
 		return nil, fmt.Errorf("CA key: %w", err)
 	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("CA key %s is accessible by group or others (mode %04o): anyone who can read it can impersonate every web site to every PC that trusts the CA; fix it with: chmod 600 %s (and chown it to the user sekisho runs as)", keyPath, perm, keyPath)
+	if err := checkKeyMode(keyPath, st); err != nil {
+		return nil, err
 	}
 	keyPEM, err := os.ReadFile(keyPath)
 	if err != nil {
@@ -181,6 +181,40 @@ func LoadCA(dir string) (*CA, error) {
 		return nil, fmt.Errorf("CA key %s does not belong to the certificate %s", keyPath, certPath)
 	}
 	return &CA{Cert: cert, Key: signer, Dir: dir}, nil
+}
+
+// checkKeyMode refuses a CA key that others can access, or that its group
+// can write. Group read is accepted only for a group this process belongs
+// to: that is how Kubernetes mounts a Secret for a non-root user (fsGroup,
+// mode 0440), and how a root:sekisho 0640 file looks on a server.
+func checkKeyMode(keyPath string, st fs.FileInfo) error {
+	perm := st.Mode().Perm()
+	fix := fmt.Sprintf("fix it with: chmod 600 %s (and chown it to the user sekisho runs as)", keyPath)
+	switch {
+	case perm&0o007 != 0:
+		return fmt.Errorf("CA key %s is accessible by others (mode %04o): anyone who can read it can impersonate every web site to every PC that trusts the CA; %s", keyPath, perm, fix)
+	case perm&0o030 != 0:
+		return fmt.Errorf("CA key %s is writable or executable by its group (mode %04o); %s", keyPath, perm, fix)
+	case perm&0o040 != 0:
+		gid, ok := fileGroup(st)
+		if !ok || !inGroup(gid) {
+			return fmt.Errorf("CA key %s is readable by a group this process is not in (mode %04o): those users could impersonate every web site to every PC that trusts the CA; %s", keyPath, perm, fix)
+		}
+	}
+	return nil
+}
+
+func inGroup(gid int) bool {
+	if gid == os.Getegid() {
+		return true
+	}
+	groups, _ := os.Getgroups()
+	for _, g := range groups {
+		if g == gid {
+			return true
+		}
+	}
+	return false
 }
 
 func publicKeysEqual(a, b crypto.PublicKey) bool {

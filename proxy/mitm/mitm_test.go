@@ -66,7 +66,7 @@ func TestLoadCARefusesExposedKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := filepath.Join(dir, KeyFile)
-	for _, mode := range []os.FileMode{0o644, 0o640, 0o604, 0o660} {
+	for _, mode := range []os.FileMode{0o644, 0o604, 0o660, 0o670, 0o606} {
 		if err := os.Chmod(key, mode); err != nil {
 			t.Fatal(err)
 		}
@@ -75,11 +75,22 @@ func TestLoadCARefusesExposedKey(t *testing.T) {
 			t.Errorf("mode %04o: %v; want a refusal that says how to fix it", mode, err)
 		}
 	}
-	for _, mode := range []os.FileMode{0o600, 0o400} {
+	// Group read by our own group (Kubernetes fsGroup 0440, root:sekisho
+	// 0640) is accepted; by a group we are not in, refused.
+	for _, mode := range []os.FileMode{0o600, 0o400, 0o640, 0o440} {
 		_ = os.Chmod(key, mode)
 		if _, err := LoadCA(dir); err != nil {
 			t.Errorf("mode %04o: %v", mode, err)
 		}
+	}
+	if os.Getuid() == 0 {
+		_ = os.Chmod(key, 0o640)
+		if err := os.Chown(key, 0, 4242); err == nil && !inGroup(4242) {
+			if _, err := LoadCA(dir); err == nil || !strings.Contains(err.Error(), "not in") {
+				t.Errorf("group-readable by a foreign group: %v", err)
+			}
+		}
+		_ = os.Chown(key, 0, os.Getegid())
 	}
 	_ = os.Chmod(key, 0o600)
 

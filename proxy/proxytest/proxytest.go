@@ -213,8 +213,8 @@ func (zeroReader) Read(p []byte) (int, error) {
 // Sink is a raw TCP server (a tunnel's far end) that records what it
 // receives and writes a greeting when a connection opens.
 type Sink struct {
-	Addr     netip.AddrPort
-	ln       net.Listener
+	Addr      netip.AddrPort
+	ln        net.Listener
 	greeting  []byte
 	afterHead bool // greet only after a request head has arrived
 
