@@ -12,10 +12,12 @@
 package audit
 
 import (
-	"context"
 	"io"
 	"log/slog"
+	"strconv"
+	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Field names of the audit line.
@@ -127,9 +129,15 @@ type Record struct {
 	PartsIncomplete bool
 }
 
-// Logger writes audit lines.
+// Logger writes audit lines. It encodes them by hand into pooled buffers
+// (the format is slog's JSON: "time", "level", "msg" and the fields below)
+// and writes each line with one Write call under a lock, so lines from
+// concurrent requests never interleave. It costs a few hundred nanoseconds
+// and no allocation per line, instead of slog's microseconds: there is one
+// line per request.
 type Logger struct {
-	l *slog.Logger
+	mu sync.Mutex
+	w  io.Writer
 }
 
 // New writes JSON lines to w. A nil w discards.
@@ -137,7 +145,7 @@ func New(w io.Writer) *Logger {
 	if w == nil {
 		w = io.Discard
 	}
-	return &Logger{l: slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))}
+	return &Logger{w: w}
 }
 
 // Level is the level a record is logged at: notable outcomes (log, block,
@@ -152,80 +160,165 @@ func (r *Record) Level() slog.Level {
 	return slog.LevelInfo
 }
 
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
 // Log writes one record.
 func (l *Logger) Log(r *Record) {
-	attrs := make([]slog.Attr, 0, 40)
-	add := func(a slog.Attr) { attrs = append(attrs, a) }
-	str := func(k, v string) {
-		if v != "" {
-			add(slog.String(k, v))
-		}
-	}
-	add(slog.String(FieldID, r.ID))
-	add(slog.String(FieldKind, r.Kind))
-	str(FieldClient, r.Client)
-	str(FieldClientGroup, r.ClientGroup)
-	str(FieldMethod, r.Method)
-	str(FieldScheme, r.Scheme)
-	str(FieldHost, r.Host)
+	bp := bufPool.Get().(*[]byte)
+	e := enc{b: (*bp)[:0]}
+	e.b = append(e.b, `{"time":"`...)
+	e.b = time.Now().AppendFormat(e.b, time.RFC3339Nano)
+	e.b = append(e.b, `","level":"`...)
+	e.b = append(e.b, r.Level().String()...)
+	e.b = append(e.b, `","msg":`...)
+	e.quote(r.Kind)
+	e.str(FieldID, r.ID)
+	e.str(FieldKind, r.Kind)
+	e.opt(FieldClient, r.Client)
+	e.opt(FieldClientGroup, r.ClientGroup)
+	e.opt(FieldMethod, r.Method)
+	e.opt(FieldScheme, r.Scheme)
+	e.opt(FieldHost, r.Host)
 	if r.Port != 0 {
-		add(slog.Int(FieldPort, int(r.Port)))
+		e.int(FieldPort, int64(r.Port))
 	}
-	str(FieldPath, r.Path)
-	str(FieldAddr, r.Addr)
-	str(FieldCountry, r.Country)
-	str(FieldDeclared, r.Declared)
-	str(FieldEffective, r.Effective)
-	str(FieldDestination, r.Destination)
+	e.opt(FieldPath, r.Path)
+	e.opt(FieldAddr, r.Addr)
+	e.opt(FieldCountry, r.Country)
+	e.opt(FieldDeclared, r.Declared)
+	e.opt(FieldEffective, r.Effective)
+	e.opt(FieldDestination, r.Destination)
 	if r.ASN != 0 {
-		add(slog.Uint64(FieldASN, uint64(r.ASN)))
+		e.int(FieldASN, int64(r.ASN))
 	}
-	str(FieldService, r.Service)
-	str(FieldEndpoint, r.Endpoint)
-	str(FieldRule, r.Rule)
-	str(FieldAction, r.Action)
-	if r.WouldBlock {
-		add(slog.Bool(FieldWouldBlock, true))
-	}
-	if r.FailClosed {
-		add(slog.Bool(FieldFailClosed, true))
-	}
-	str(FieldMode, r.Mode)
+	e.opt(FieldService, r.Service)
+	e.opt(FieldEndpoint, r.Endpoint)
+	e.opt(FieldRule, r.Rule)
+	e.opt(FieldAction, r.Action)
+	e.flag(FieldWouldBlock, r.WouldBlock)
+	e.flag(FieldFailClosed, r.FailClosed)
+	e.opt(FieldMode, r.Mode)
 	if r.BodyBytes != 0 {
-		add(slog.Int64(FieldBodyBytes, r.BodyBytes))
+		e.int(FieldBodyBytes, r.BodyBytes)
 	}
-	str(FieldContentType, r.ContentType)
-	str(FieldFileParts, r.FileParts)
+	e.opt(FieldContentType, r.ContentType)
+	e.opt(FieldFileParts, r.FileParts)
 	if len(r.PartTypes) > 0 {
-		add(slog.Any(FieldPartTypes, r.PartTypes))
+		e.key(FieldPartTypes)
+		e.b = append(e.b, '[')
+		for i, t := range r.PartTypes {
+			if i > 0 {
+				e.b = append(e.b, ',')
+			}
+			e.quote(t)
+		}
+		e.b = append(e.b, ']')
 	}
-	add(slog.Int64(FieldUploadBytes, r.UploadBytes))
-	add(slog.Int64(FieldDownloadBytes, r.DownloadBytes))
+	e.int(FieldUploadBytes, r.UploadBytes)
+	e.int(FieldDownloadBytes, r.DownloadBytes)
 	if r.Budget != 0 {
-		add(slog.Int64(FieldBudget, r.Budget))
+		e.int(FieldBudget, r.Budget)
 	}
-	if r.BudgetExceeded {
-		add(slog.Bool(FieldBudgetExceeded, true))
-	}
+	e.flag(FieldBudgetExceeded, r.BudgetExceeded)
 	if r.Status != 0 {
-		add(slog.Int(FieldStatus, r.Status))
+		e.int(FieldStatus, int64(r.Status))
 	}
-	add(slog.Float64(FieldDuration, float64(r.Duration.Microseconds())/1000))
-	str(FieldReason, r.Reason)
-	str(FieldError, r.Error)
-	str(FieldRulesHash, r.RulesHash)
-	str(FieldInspection, r.Inspection)
-	if r.Stream {
-		add(slog.Bool(FieldStream, true))
-	}
-	if r.Encoded {
-		add(slog.Bool(FieldEncoded, true))
-	}
+	e.key(FieldDuration)
+	e.b = strconv.AppendFloat(e.b, float64(r.Duration.Microseconds())/1000, 'f', -1, 64)
+	e.opt(FieldReason, r.Reason)
+	e.opt(FieldError, r.Error)
+	e.opt(FieldRulesHash, r.RulesHash)
+	e.opt(FieldInspection, r.Inspection)
+	e.flag(FieldStream, r.Stream)
+	e.flag(FieldEncoded, r.Encoded)
 	if r.BodyBytesMin != 0 {
-		add(slog.Int64(FieldBodyBytesMin, r.BodyBytesMin))
+		e.int(FieldBodyBytesMin, r.BodyBytesMin)
 	}
-	if r.PartsIncomplete {
-		add(slog.Bool(FieldPartsIncomplete, true))
+	e.flag(FieldPartsIncomplete, r.PartsIncomplete)
+	e.b = append(e.b, '}', '\n')
+	l.mu.Lock()
+	_, _ = l.w.Write(e.b)
+	l.mu.Unlock()
+	if cap(e.b) <= 64<<10 {
+		*bp = e.b
+		bufPool.Put(bp)
 	}
-	l.l.LogAttrs(context.Background(), r.Level(), r.Kind, attrs...)
+}
+
+// enc appends JSON to a byte slice.
+type enc struct{ b []byte }
+
+func (e *enc) key(k string) {
+	e.b = append(e.b, ',', '"')
+	e.b = append(e.b, k...)
+	e.b = append(e.b, '"', ':')
+}
+
+func (e *enc) str(k, v string) {
+	e.key(k)
+	e.quote(v)
+}
+
+func (e *enc) opt(k, v string) {
+	if v != "" {
+		e.str(k, v)
+	}
+}
+
+func (e *enc) int(k string, v int64) {
+	e.key(k)
+	e.b = strconv.AppendInt(e.b, v, 10)
+}
+
+func (e *enc) flag(k string, v bool) {
+	if v {
+		e.key(k)
+		e.b = append(e.b, "true"...)
+	}
+}
+
+const hexDigits = "0123456789abcdef"
+
+// quote appends s as a JSON string: quotes, backslashes and control
+// characters escaped, invalid UTF-8 replaced by U+FFFD (hosts and paths
+// come from clients).
+func (e *enc) quote(s string) {
+	e.b = append(e.b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			e.b = append(e.b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				e.b = append(e.b, '\\', c)
+			case '\n':
+				e.b = append(e.b, '\\', 'n')
+			case '\r':
+				e.b = append(e.b, '\\', 'r')
+			case '\t':
+				e.b = append(e.b, '\\', 't')
+			default:
+				e.b = append(e.b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			e.b = append(e.b, s[start:i]...)
+			e.b = append(e.b, "\\ufffd"...)
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	e.b = append(e.b, s[start:]...)
+	e.b = append(e.b, '"')
 }
