@@ -36,6 +36,11 @@ func TestChromiumPolicies(t *testing.T) {
 func TestFirefoxPolicies(t *testing.T) {
 	var p struct {
 		Policies struct {
+			// Firefox trusts the roots the OS trusts: the sekisho CA that
+			// Group Policy or a configuration profile installed.
+			Certificates struct {
+				ImportEnterpriseRoots *bool `json:"ImportEnterpriseRoots"`
+			} `json:"Certificates"`
 			DNSOverHTTPS struct {
 				Enabled *bool `json:"Enabled"`
 				Locked  *bool `json:"Locked"`
@@ -50,6 +55,9 @@ func TestFirefoxPolicies(t *testing.T) {
 	doh := p.Policies.DNSOverHTTPS
 	if doh.Enabled == nil || *doh.Enabled || doh.Locked == nil || !*doh.Locked {
 		t.Errorf("DNSOverHTTPS: want Enabled false, Locked true: %+v", doh)
+	}
+	if r := p.Policies.Certificates.ImportEnterpriseRoots; r == nil || !*r {
+		t.Error("Certificates.ImportEnterpriseRoots: want true (trust the sekisho CA the OS trusts)")
 	}
 	h3 := p.Policies.Preferences["network.http.http3.enable"]
 	if h3.Value != false || h3.Status != "locked" {

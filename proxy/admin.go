@@ -15,13 +15,16 @@ import (
 // by default), never on the proxy port.
 type AdminConfig struct {
 	Gatherer prometheus.Gatherer
-	// Reload runs one reload of rules and geo database and returns its
-	// error; POST /-/reload answers 200 or 500 with that error.
+	// Reload runs one reload of the configuration, rules and geo database
+	// and returns its error; POST /-/reload answers 200 or 500 with that
+	// error.
 	Reload func(ctx context.Context) error
 	// Status returns a JSON-encodable snapshot for GET /-/status.
 	Status func() any
 	// Ready returns nil when the proxy should receive traffic.
 	Ready func() error
+	// PAC serves the PAC file at /proxy.pac and /wpad.dat (Server.ServePAC).
+	PAC http.Handler
 }
 
 // NewAdmin returns the admin handler.
@@ -71,9 +74,13 @@ func NewAdmin(cfg AdminConfig) http.Handler {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(v)
 	})
+	if cfg.PAC != nil {
+		mux.Handle("GET /proxy.pac", cfg.PAC)
+		mux.Handle("GET /wpad.dat", cfg.PAC)
+	}
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("sekisho admin\n\n/metrics      Prometheus metrics\n/healthz      liveness\n/readyz       readiness\n/-/status     rules and geo database in force, last reload error (JSON)\n/-/reload     POST: reload rules and geo database\n"))
+		_, _ = w.Write([]byte("sekisho admin\n\n/metrics      Prometheus metrics\n/healthz      liveness\n/readyz       readiness\n/-/status     configuration, rules and geo database in force, last reload errors (JSON)\n/-/reload     POST: reload the configuration (pac, helpdesk), rules and geo database\n/proxy.pac    the PAC file (also /wpad.dat)\n"))
 	})
 	return mux
 }

@@ -30,6 +30,10 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, st *state)
 		return
 	}
 	f.Host, f.Port = host, port
+	if pages.IsSelftestHost(host) {
+		s.selftestConnect(w, r, st) // answered by sekisho: never resolved or dialed
+		return
+	}
 	if denied := s.resolve(r.Context(), st); denied != nil {
 		st.err = denied
 		s.refuse(w, r, st, http.StatusForbidden, metrics.ReasonDestinationDenied, denied.Error())
@@ -57,7 +61,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, st *state)
 		s.metrics.Errors.WithLabelValues(metrics.ReasonResolve).Inc()
 		p := problemFor(http.StatusBadGateway, metrics.ReasonResolve, st.err.Error())
 		st.status, st.reason = p.Status, metrics.ReasonResolve
-		p.RequestID, p.Host, p.Helpdesk = st.id, f.Host, s.cfg.Helpdesk
+		p.RequestID, p.Host, p.Helpdesk = st.id, f.Host, s.helpdesk()
 		s.writeProblem(w, r, p, false)
 		return
 	}
@@ -67,7 +71,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, st *state)
 		s.metrics.Errors.WithLabelValues(reason).Inc()
 		st.status, st.reason, st.err = status, reason, err
 		p := problemFor(status, reason, err.Error())
-		p.RequestID, p.Host, p.Helpdesk = st.id, f.Host, s.cfg.Helpdesk
+		p.RequestID, p.Host, p.Helpdesk = st.id, f.Host, s.helpdesk()
 		s.writeProblem(w, r, p, false)
 		return
 	}
@@ -158,6 +162,7 @@ func writeBody(w http.ResponseWriter, status int, ct string, body []byte, id str
 	h := w.Header()
 	h.Set("Content-Type", ct)
 	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Security-Policy", pages.PageCSP)
 	h.Set("X-Sekisho-Request-Id", id)
 	w.WriteHeader(status)
 	_, _ = w.Write(body)

@@ -1,7 +1,10 @@
 // Package proxy carries the traffic: the forward proxy server (plain HTTP in
 // absolute form through github.com/elazarl/goproxy, CONNECT tunnels with an
-// upload budget), the gate that keeps it from being an open proxy, and the
-// admin handler.
+// upload budget), the gate that keeps it from being an open proxy, the
+// admin handler, and what sekisho answers itself (local.go): on the proxy
+// port its pages — the PAC file (to any client), the start page with the
+// CA certificate, the self-test — and the self-test hosts under
+// selftest.sekisho.invalid, which are never resolved or dialed.
 //
 // One request, end to end: ServeHTTP checks the connection's framing verdict
 // and the client's network; the destination host is normalised and matched

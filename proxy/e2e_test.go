@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/sekisho/sekisho/proxy"
+	"github.com/sekisho/sekisho/proxy/pages"
 	"github.com/sekisho/sekisho/proxy/proxytest"
 )
 
@@ -454,7 +455,10 @@ func TestUnresolvableName(t *testing.T) {
 }
 
 func TestDestinationsRefused(t *testing.T) {
-	h := proxytest.New(t, proxytest.Options{})
+	// The PAC file names the proxy by another name: a request for its
+	// listener's address is then not for sekisho's own pages (see
+	// TestOnboardPage), and the dialer must refuse it.
+	h := proxytest.New(t, proxytest.Options{PAC: pages.PACConfig{Proxies: []string{"proxy1.city.example.lg.jp:3128"}}})
 	for _, url := range []string{
 		"http://metadata.example/latest/meta-data/",
 		"http://169.254.169.254/latest/meta-data/",

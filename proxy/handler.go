@@ -106,6 +106,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
+	if r.Method != http.MethodConnect && !r.URL.IsAbs() && isPACPath(r.URL.Path) {
+		s.serveLocal(w, r, st) // the PAC file, to any client (see serveLocal)
+		return
+	}
 	if !s.clientAllowed(st.facts.Client) {
 		s.refuse(w, r, st, http.StatusForbidden, metrics.ReasonClientNotAllowed, "client address is not in an allowed network")
 		return
@@ -115,15 +119,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !r.URL.IsAbs() {
-		st.mode = ""
-		s.serveNonProxy(w, r)
-		st.status = http.StatusOK
+		s.serveLocal(w, r, st)
 		return
 	}
 	st.scheme = r.URL.Scheme
 	if r.URL.Scheme != "http" {
 		s.refuse(w, r, st, http.StatusBadRequest, metrics.ReasonUnsupportedRequest,
 			"scheme "+strconv.Quote(r.URL.Scheme)+" is not proxied as plain HTTP; HTTPS goes through CONNECT")
+		return
+	}
+	if s.isSelf(r.URL.Host) {
+		s.serveLocal(w, r, st) // "GET http://proxy1:3128/selftest" through a fixed proxy setting
 		return
 	}
 	s.gp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
@@ -155,7 +161,7 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, st *state, statu
 	p := problemFor(status, reason, detail)
 	p.RequestID = st.id
 	p.Host = st.facts.Host
-	p.Helpdesk = s.cfg.Helpdesk
+	p.Helpdesk = s.helpdesk()
 	s.writeProblem(w, r, p, true)
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/sekisho/sekisho/geo"
 	"github.com/sekisho/sekisho/proxy/dial"
 	"github.com/sekisho/sekisho/proxy/metrics"
+	"github.com/sekisho/sekisho/proxy/pages"
 	"github.com/sekisho/sekisho/proxy/upload"
 	"github.com/sekisho/sekisho/rules"
 )
@@ -111,6 +112,10 @@ func (s *Server) onRequest(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Requ
 	}
 	upload.Classify(req.Header, req.ContentLength, req.TransferEncoding, &f.Body)
 
+	if pages.IsSelftestHost(host) && (ts == nil || (host == ts.host && port == ts.port)) {
+		// Answered by sekisho: never resolved or dialed.
+		return req, s.selftestResponse(req, st)
+	}
 	if ts == nil {
 		if denied := s.resolve(req.Context(), st); denied != nil {
 			st.err = denied

@@ -79,6 +79,7 @@ func (s *Server) writeProblem(w http.ResponseWriter, r *http.Request, p *pages.P
 	h.Set("Content-Type", ct)
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Security-Policy", pages.PageCSP)
 	h.Set("X-Sekisho-Request-Id", p.RequestID)
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	if closeConn {
@@ -99,7 +100,7 @@ func (s *Server) refuseResponse(req *http.Request, st *state, status int, reason
 func (s *Server) problemResponse(req *http.Request, st *state, p *pages.Problem) *http.Response {
 	p.RequestID = st.id
 	p.Host = st.facts.Host
-	p.Helpdesk = s.cfg.Helpdesk
+	p.Helpdesk = s.helpdesk()
 	ct, body := pages.RenderProblem(p, pages.WantsJSON(req.Header.Get("Accept")))
 	return s.finishing(st, s.response(req, p.Status, ct, body, st.id, st.facts.Body.Present))
 }
@@ -143,10 +144,11 @@ func (s *Server) blockInfo(st *state) *pages.Block {
 		Country:      f.Effective,
 		Dialed:       f.Country,
 		Declared:     f.Declared,
+		Destination:  f.Destination.String(),
 		Method:       f.Method,
 		BodyBytes:    bodyBytes(&f.Body),
 		Rule:         st.decision.RuleName(),
-		Helpdesk:     s.cfg.Helpdesk,
+		Helpdesk:     s.helpdesk(),
 	}
 	if f.Service != nil {
 		b.ServiceTitle = f.Service.DisplayName()
@@ -162,6 +164,7 @@ func (s *Server) response(req *http.Request, status int, ct string, body []byte,
 	h.Set("Content-Type", ct)
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Security-Policy", pages.PageCSP) // nothing in sekisho's pages loads or runs
 	h.Set("X-Sekisho-Request-Id", id)
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	if closeConn {
@@ -181,17 +184,13 @@ func (s *Server) response(req *http.Request, status int, ct string, body []byte,
 	}
 }
 
-// serveNonProxy answers requests addressed to sekisho itself (origin-form,
-// such as "GET /"): a short page saying what this is.
+// serveNonProxy is goproxy's handler for requests that are not proxy
+// requests. ServeHTTP routes those to serveLocal before goproxy sees them;
+// this is its fallback.
 func (s *Server) serveNonProxy(w http.ResponseWriter, r *http.Request) {
-	body := []byte("sekisho (関所) egress proxy\n\n" +
-		"This is a forward proxy. Configure it as your browser's proxy (or use the PAC file your administrator gives you);\n" +
-		"it is not a web site.\n" +
-		"これはフォワードプロキシです。ブラウザのプロキシとして設定してください（管理者から配布される PAC ファイルを使います）。\n")
-	h := w.Header()
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(body)
+	st := stateFrom(r.Context())
+	if st == nil {
+		st = &state{id: s.newID()}
+	}
+	s.serveLocal(w, r, st)
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/sekisho/sekisho/proxy/framing"
 	"github.com/sekisho/sekisho/proxy/metrics"
 	"github.com/sekisho/sekisho/proxy/mitm"
+	"github.com/sekisho/sekisho/proxy/pages"
 	"github.com/sekisho/sekisho/rules"
 )
 
@@ -125,9 +126,13 @@ type Config struct {
 	Log *slog.Logger
 	// Registerer receives the proxy's metrics (not registered when nil).
 	Registerer prometheus.Registerer
-	// Helpdesk is shown on block and error pages ("情報政策課 内線 1234").
+	// Helpdesk is shown on block and error pages ("情報政策課 内線 1234");
+	// SetHelpdesk changes it.
 	Helpdesk string
-	Limits   Limits
+	// PAC is the proxy auto-configuration file served at /proxy.pac and
+	// /wpad.dat on the proxy port (none when nil); SetPAC replaces it.
+	PAC    *pages.PAC
+	Limits Limits
 	// Issuer signs the leaf certificates of TLS interception; nil turns
 	// interception off (every CONNECT is a tunnel with a budget).
 	Issuer *mitm.Issuer
@@ -162,6 +167,8 @@ type Server struct {
 	tunnelsMu sync.Mutex
 	tunnels   map[*tunnelHandle]struct{}
 	shutting  atomic.Bool
+
+	live live // what a configuration reload changes: PAC, helpdesk
 }
 
 // New builds a Server.
@@ -179,6 +186,8 @@ func New(cfg Config) (*Server, error) {
 		tunnels: map[*tunnelHandle]struct{}{},
 	}
 	s.limits.defaults()
+	s.live.pac.Store(cfg.PAC)
+	s.SetHelpdesk(cfg.Helpdesk)
 	s.connSem = make(chan struct{}, s.limits.MaxConns)
 	s.issuer = cfg.Issuer
 	s.tlsTrs = tlsTransports{max: 1024, lru: list.New(), index: map[tlsTransportKey]*list.Element{}}

@@ -2,17 +2,22 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/sekisho/sekisho/proxy/pages"
 	"github.com/sekisho/sekisho/rules"
 )
 
@@ -31,8 +36,116 @@ type config struct {
 	Helpdesk     string       `yaml:"helpdesk"`
 	Limits       limitsConfig `yaml:"limits"`
 	TLS          tlsConfig    `yaml:"tls"`
+	PAC          pacConfig    `yaml:"pac"`
 
-	path string // where it was read from ("" = built-in defaults)
+	path string   // where it was read from ("" = built-in defaults)
+	sum  [32]byte // sha256 of the file
+}
+
+// liveFields are the parts of the configuration that a reload applies
+// without a restart (yaml names); any other change waits for one.
+var liveFields = map[string]bool{"pac": true, "helpdesk": true}
+
+// pacConfig is the PAC file sekisho serves at /proxy.pac and /wpad.dat
+// (see pages.PACConfig). It reloads without a restart.
+type pacConfig struct {
+	// Proxies are the addresses browsers use; default: the proxy
+	// listeners, a wildcard one (0.0.0.0, ::) named by the machine's
+	// host name when that is a fully qualified name, else its first
+	// non-loopback address.
+	Proxies              stringList    `yaml:"proxies"`
+	DirectDomains        stringList    `yaml:"direct_domains"`
+	DirectNetworks       prefixList    `yaml:"direct_networks"`
+	PlainHostnamesDirect bool          `yaml:"plain_hostnames_direct"`
+	FallbackDirect       bool          `yaml:"fallback_direct"`
+	MaxAge               time.Duration `yaml:"max_age"`
+}
+
+// buildPAC generates the PAC file; listen are the proxy's bound
+// addresses, for the default proxies.
+func buildPAC(c pacConfig, listen []string) (*pages.PAC, error) {
+	proxies := []string(c.Proxies)
+	if len(proxies) == 0 {
+		proxies = defaultPACProxies(listen, advertisedHost)
+	}
+	return pages.NewPAC(pages.PACConfig{
+		Proxies:              proxies,
+		DirectDomains:        c.DirectDomains,
+		DirectNetworks:       c.DirectNetworks,
+		PlainHostnamesDirect: c.PlainHostnamesDirect,
+		FallbackDirect:       c.FallbackDirect,
+		MaxAge:               c.MaxAge,
+	})
+}
+
+// defaultPACProxies are the listen addresses as browsers can reach them: a
+// wildcard address is replaced by host().
+func defaultPACProxies(listen []string, host func() string) []string {
+	var out []string
+	for _, a := range listen {
+		h, port, err := net.SplitHostPort(a)
+		if err != nil {
+			continue
+		}
+		if ip, err := netip.ParseAddr(h); h == "" || (err == nil && ip.IsUnspecified()) {
+			h = host()
+		}
+		p := net.JoinHostPort(h, port)
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// advertisedHost names this machine for browsers: its host name when it is
+// fully qualified (it has a dot), else its first non-loopback IPv4 (then
+// IPv6) address, else the bare host name. Set pac.proxies in production: a
+// DNS name lets the proxy move without touching the PCs.
+func advertisedHost() string {
+	name, _ := os.Hostname()
+	if strings.Contains(strings.TrimSuffix(name, "."), ".") {
+		return strings.TrimSuffix(name, ".")
+	}
+	var v6 string
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, ia := range addrs {
+			p, err := netip.ParsePrefix(ia.String())
+			if err != nil || !p.Addr().IsGlobalUnicast() {
+				continue // loopback, link-local, multicast
+			}
+			if a := p.Addr().Unmap(); a.Is4() {
+				return a.String()
+			} else if v6 == "" {
+				v6 = a.String()
+			}
+		}
+	}
+	if v6 != "" {
+		return v6
+	}
+	if name != "" {
+		return name
+	}
+	return "127.0.0.1"
+}
+
+// restartFields names the top-level fields (yaml names) that differ between
+// two configurations and that only a restart applies.
+func restartFields(running, next *config) []string {
+	var out []string
+	a, b := reflect.ValueOf(running).Elem(), reflect.ValueOf(next).Elem()
+	for i := 0; i < a.NumField(); i++ {
+		f := a.Type().Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if !f.IsExported() || name == "" || liveFields[name] {
+			continue
+		}
+		if !reflect.DeepEqual(a.Field(i).Interface(), b.Field(i).Interface()) {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // tlsConfig turns TLS interception on (ca_dir) and says which servers
@@ -178,6 +291,7 @@ func loadConfig(path string) (*config, error) {
 		return nil, configError(path, err)
 	}
 	cfg.path = path
+	cfg.sum = sha256.Sum256(data)
 	if cfg.Version != 1 {
 		return nil, fmt.Errorf("%s: \"version: 1\" is required (got %d)", path, cfg.Version)
 	}
@@ -251,6 +365,10 @@ func (c *config) validate() error {
 	}
 	if c.Limits.HoldBodyBytes > 16<<20 {
 		errs = append(errs, "limits.hold_body_bytes is at most 16MiB: every held request keeps that much in memory")
+	}
+	// The default proxies depend on the listeners; a stand-in checks the rest.
+	if _, err := buildPAC(c.PAC, []string{"127.0.0.1:3128"}); err != nil {
+		errs = append(errs, "pac."+err.Error())
 	}
 	if len(errs) > 0 {
 		return errors.New(strings.Join(errs, "; "))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sekisho/sekisho/geo"
 	"github.com/sekisho/sekisho/rules"
@@ -30,6 +32,7 @@ type reloader struct {
 	geoPath   string // "" = embedded database
 	rules     *rules.Store
 	geo       *geo.Store
+	config    *configFile // nil without --config
 	log       *slog.Logger
 	watcher   *fsnotify.Watcher
 	requests  chan chan error
@@ -37,7 +40,54 @@ type reloader struct {
 
 	mu      sync.Mutex
 	geoErr  string
+	cfgErr  string
 	closing sync.Once
+}
+
+// configFile is sekisho.yaml as the reload loop sees it. A reload reads
+// it strictly (like at start), applies the parts that change live (the
+// PAC file and the helpdesk), and names every other changed field as
+// needing a restart. A file that does not load keeps the previous PAC
+// and helpdesk, like a broken rules file keeps the previous rules.
+type configFile struct {
+	path    string
+	running *config  // as started: what a restart would change is compared with it
+	sum     [32]byte // sha256 of the file in force
+	// apply swaps in the live parts of cfg; an error changes nothing.
+	apply func(cfg *config) error
+
+	reloads       *prometheus.CounterVec
+	lastOK        prometheus.Gauge
+	lastSuccessTS prometheus.Gauge
+}
+
+func newConfigFile(running *config, apply func(*config) error, reg prometheus.Registerer) *configFile {
+	c := &configFile{
+		path:    running.path,
+		running: running,
+		sum:     running.sum,
+		apply:   apply,
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sekisho_config_reloads_total",
+			Help: "Reload attempts of sekisho.yaml that found it changed, by result (success, failure).",
+		}, []string{"result"}),
+		lastOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sekisho_config_last_reload_successful",
+			Help: "1 if the last reload of sekisho.yaml succeeded (or none failed since start), 0 if the previous PAC file and helpdesk are still in force because of an error.",
+		}),
+		lastSuccessTS: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sekisho_config_last_reload_success_timestamp_seconds",
+			Help: "Unix time when the sekisho.yaml in force was loaded.",
+		}),
+	}
+	c.reloads.WithLabelValues("success")
+	c.reloads.WithLabelValues("failure")
+	c.lastOK.Set(1)
+	c.lastSuccessTS.SetToCurrentTime()
+	if reg != nil {
+		reg.MustRegister(c.reloads, c.lastOK, c.lastSuccessTS)
+	}
+	return c
 }
 
 func newReloader(rulesPath, geoPath string, rs *rules.Store, gs *geo.Store, log *slog.Logger) *reloader {
@@ -66,6 +116,9 @@ func (r *reloader) watch() error {
 	}
 	if r.geoPath != "" {
 		dirs[filepath.Dir(r.geoPath)] = true
+	}
+	if r.config != nil {
+		dirs[filepath.Dir(r.config.path)] = true
 	}
 	if len(dirs) == 0 {
 		return nil
@@ -110,13 +163,16 @@ func (r *reloader) request(ctx context.Context) error {
 }
 
 // concerns reports which reloads a file event may affect.
-func (r *reloader) concerns(ev fsnotify.Event) (rulesChanged, geoChanged bool) {
+func (r *reloader) concerns(ev fsnotify.Event) (rulesChanged, geoChanged, configChanged bool) {
 	base := filepath.Base(ev.Name)
 	dir := filepath.Dir(ev.Name)
 	if strings.HasPrefix(base, "..") {
 		// Kubernetes' ConfigMap machinery: "..data" and its timestamped
 		// targets change when the volume's content is swapped.
-		return r.rulesPath != "", r.geoPath != ""
+		return r.rulesPath != "", r.geoPath != "", r.config != nil
+	}
+	if r.config != nil && ev.Name == filepath.Clean(r.config.path) {
+		configChanged = true
 	}
 	if r.rulesPath != "" {
 		if dir == filepath.Clean(r.rulesPath) {
@@ -128,7 +184,7 @@ func (r *reloader) concerns(ev fsnotify.Event) (rulesChanged, geoChanged bool) {
 	if r.geoPath != "" && ev.Name == filepath.Clean(r.geoPath) {
 		geoChanged = true
 	}
-	return rulesChanged, geoChanged
+	return rulesChanged, geoChanged, configChanged
 }
 
 // run is the loop. hup may be nil.
@@ -140,7 +196,7 @@ func (r *reloader) run(ctx context.Context, hup <-chan os.Signal) {
 	}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	var pendingRules, pendingGeo bool
+	var pendingRules, pendingGeo, pendingConfig bool
 	for {
 		select {
 		case <-ctx.Done():
@@ -150,10 +206,11 @@ func (r *reloader) run(ctx context.Context, hup <-chan os.Signal) {
 				events = nil
 				continue
 			}
-			rc, gc := r.concerns(ev)
-			if rc || gc {
+			rc, gc, cc := r.concerns(ev)
+			if rc || gc || cc {
 				pendingRules = pendingRules || rc
 				pendingGeo = pendingGeo || gc
+				pendingConfig = pendingConfig || cc
 				timer.Reset(debounce)
 			}
 		case err, ok := <-errs:
@@ -163,23 +220,29 @@ func (r *reloader) run(ctx context.Context, hup <-chan os.Signal) {
 			}
 			r.log.Warn("file watch error; SIGHUP or POST /-/reload still reload", "error", err)
 		case <-timer.C:
-			_ = r.reload("file change", pendingRules, pendingGeo)
-			pendingRules, pendingGeo = false, false
+			_ = r.reload("file change", pendingRules, pendingGeo, pendingConfig)
+			pendingRules, pendingGeo, pendingConfig = false, false, false
 		case <-hup:
 			if r.onHUP != nil {
 				r.onHUP()
 			}
-			_ = r.reload("SIGHUP", true, true)
+			_ = r.reload("SIGHUP", true, true, true)
 		case reply := <-r.requests:
-			reply <- r.reload("POST /-/reload", true, true)
+			reply <- r.reload("POST /-/reload", true, true, true)
 		}
 	}
 }
 
 // reload reloads what is asked; unchanged files are skipped by hash. Errors
-// are logged and returned; the previous rules or database stay in force.
-func (r *reloader) reload(trigger string, doRules, doGeo bool) error {
+// are logged and returned; the previous configuration, rules or database
+// stay in force.
+func (r *reloader) reload(trigger string, doRules, doGeo, doConfig bool) error {
 	var errs []error
+	if doConfig && r.config != nil {
+		if err := r.reloadConfig(trigger); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if doRules && r.rulesPath != "" {
 		changed, err := r.rules.Reload(r.rulesPath)
 		switch {
@@ -219,6 +282,61 @@ func (r *reloader) reload(trigger string, doRules, doGeo bool) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// reloadConfig reloads sekisho.yaml: the PAC file and the helpdesk change
+// at once; other changed fields are logged as needing a restart.
+func (r *reloader) reloadConfig(trigger string) error {
+	c := r.config
+	data, err := os.ReadFile(c.path)
+	if err == nil && sha256.Sum256(data) == c.sum {
+		r.mu.Lock()
+		wasBroken := r.cfgErr != ""
+		r.cfgErr = ""
+		r.mu.Unlock()
+		if wasBroken {
+			// The file is back to the one in force: the failure is over.
+			c.lastOK.Set(1)
+			r.log.Info("configuration file is back to the one in force", "trigger", trigger, "path", c.path)
+		}
+		return nil
+	}
+	var cfg *config
+	if err == nil {
+		cfg, err = loadConfig(c.path)
+	}
+	if err == nil {
+		err = c.apply(cfg)
+	}
+	if err != nil {
+		r.mu.Lock()
+		r.cfgErr = err.Error()
+		r.mu.Unlock()
+		c.reloads.WithLabelValues("failure").Inc()
+		c.lastOK.Set(0)
+		r.log.Error("configuration reload failed; the previous PAC file and helpdesk stay in force",
+			"trigger", trigger, "path", c.path, "error", err.Error())
+		return fmt.Errorf("configuration: %w", err)
+	}
+	c.sum = cfg.sum
+	r.mu.Lock()
+	r.cfgErr = ""
+	r.mu.Unlock()
+	c.reloads.WithLabelValues("success").Inc()
+	c.lastOK.Set(1)
+	c.lastSuccessTS.SetToCurrentTime()
+	r.log.Info("configuration reloaded: PAC file and helpdesk applied", "trigger", trigger, "path", c.path)
+	if fields := restartFields(c.running, cfg); len(fields) > 0 {
+		r.log.Warn("restart needed: these configuration changes take effect only when sekisho restarts",
+			"trigger", trigger, "path", c.path, "fields", strings.Join(fields, ", "))
+	}
+	return nil
+}
+
+func (r *reloader) lastConfigError() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cfgErr
 }
 
 func (r *reloader) lastGeoError() string {

@@ -41,8 +41,9 @@ metrics on 127.0.0.1:9128, the embedded geo database and the embedded
 default rules (domestic = JP; uploads to other or unknown countries
 blocked; downloads allowed).
 
-Signals: SIGHUP reloads the rules and the geo database; SIGTERM and
-SIGINT drain in-flight requests and tunnels, then exit.
+Signals: SIGHUP reloads the configuration's live parts (pac, helpdesk),
+the rules and the geo database; SIGTERM and SIGINT drain in-flight
+requests and tunnels, then exit.
 
 Flags:
 `)
@@ -80,6 +81,7 @@ Flags:
 	fmt.Fprintf(stderr, "  rules: %s; geo database: %s\n", describeRules(cfg.Rules), inst.geo.Database().Info().Source)
 	fmt.Fprintf(stderr, "  try:   curl -x http://%s http://example.org/\n", displayAddr(proxyAddr))
 	fmt.Fprintf(stderr, "  or:    export http_proxy=http://%s https_proxy=http://%s\n", displayAddr(proxyAddr), displayAddr(proxyAddr))
+	fmt.Fprintf(stderr, "  PAC:   http://%s/proxy.pac   setup, CA and self-test: http://%s/\n", displayAddr(proxyAddr), displayAddr(proxyAddr))
 	if inst.AdminAddr != "" {
 		fmt.Fprintf(stderr, "  metrics: http://%s/metrics  status: http://%s/-/status\n", inst.AdminAddr, inst.AdminAddr)
 	}
@@ -244,6 +246,11 @@ func start(ctx context.Context, cfg *config, opt options) (*instance, error) {
 		closeAll()
 		return nil, err
 	}
+	pac, err := buildPAC(cfg.PAC, inst.ProxyAddrs)
+	if err != nil {
+		closeAll()
+		return nil, fmt.Errorf("pac: %w", err)
+	}
 	inst.issuer = issuer
 	lim := cfg.Limits
 	srv, err := proxy.New(proxy.Config{
@@ -260,6 +267,7 @@ func start(ctx context.Context, cfg *config, opt options) (*instance, error) {
 		Log:               log,
 		Registerer:        reg,
 		Helpdesk:          cfg.Helpdesk,
+		PAC:               pac,
 		Limits: proxy.Limits{
 			HoldBodyBytes:         int(lim.HoldBodyBytes),
 			ReadHeaderTimeout:     lim.ReadHeaderTimeout,
@@ -287,6 +295,18 @@ func start(ctx context.Context, cfg *config, opt options) (*instance, error) {
 	rctx, cancel := context.WithCancel(context.Background())
 	inst.cancel = cancel
 	inst.reloader = newReloader(cfg.Rules, cfg.Geo.Database, rulesStore, geoStore, log)
+	if cfg.path != "" {
+		// sekisho.yaml reloads too: its PAC and helpdesk change live.
+		inst.reloader.config = newConfigFile(cfg, func(c *config) error {
+			pac, err := buildPAC(c.PAC, inst.ProxyAddrs)
+			if err != nil {
+				return fmt.Errorf("%s: pac.%w", c.path, err)
+			}
+			srv.SetPAC(pac)
+			srv.SetHelpdesk(c.Helpdesk)
+			return nil
+		}, reg)
+	}
 	if af, ok := auditFile.(*auditLogFile); ok {
 		// SIGHUP also reopens the audit log, so that logrotate can move it
 		// away and signal, without copytruncate's lost lines.
@@ -320,6 +340,7 @@ func start(ctx context.Context, cfg *config, opt options) (*instance, error) {
 		inst.admin = &http.Server{
 			Handler: proxy.NewAdmin(proxy.AdminConfig{
 				Gatherer: reg,
+				PAC:      http.HandlerFunc(srv.ServePAC),
 				Reload:   inst.reloader.request,
 				Status:   inst.status,
 				Ready:    inst.ready,
@@ -463,10 +484,19 @@ func (inst *instance) ready() error {
 // status is GET /-/status: what is in force, and why a reload failed.
 func (inst *instance) status() any {
 	info := inst.geo.Database().Info()
+	pac := map[string]any{}
+	if p := inst.proxy.PAC(); p != nil {
+		pac["etag"], pac["proxies"] = p.ETag(), p.Proxies()
+	}
 	return map[string]any{
 		"version": version,
 		"proxy":   inst.ProxyAddrs,
-		"rules":   inst.rules.Status(),
+		"config": map[string]any{
+			"path":       inst.cfg.path,
+			"last_error": inst.reloader.lastConfigError(),
+		},
+		"pac":   pac,
+		"rules": inst.rules.Status(),
 		"geo": map[string]any{
 			"source":     info.Source,
 			"type":       info.DatabaseType,

@@ -1,8 +1,11 @@
 // Package pages renders what a person sees when sekisho answers instead of
 // the destination: the block page, and the pages for refused and failed
 // requests — in Japanese and English, as HTML for browsers and JSON for API
-// clients. Everything is embedded: no external assets, no fonts, no
-// scripts, so that the page renders the same on a locked-down PC.
+// clients — and sekisho's own pages on the proxy port: the PAC file, the
+// start page with the CA certificate and install steps, and the self-test.
+// Everything is embedded: no external assets, no fonts, and no scripts but
+// the self-test's own (allowed by its hash in SelftestCSP), so that the
+// pages render the same on a locked-down PC.
 //
 // Non-goals: pages does not log or count; the proxy does.
 package pages
@@ -33,12 +36,15 @@ type Block struct {
 	Country      string // effective country
 	Dialed       string // country of the dialed address
 	Declared     string // declared storage country, if any
-	Method       string
-	BodyBytes    int64 // -1 when unknown
-	Rule         string
-	Reason       string // the rule's message
-	Alternative  string
-	Helpdesk     string
+	// Destination is the effective country's class: "domestic", "foreign",
+	// "unknown" or "internal"; it chooses the explanation in words.
+	Destination string
+	Method      string
+	BodyBytes   int64 // -1 when unknown
+	Rule        string
+	Reason      string // the rule's message
+	Alternative string
+	Helpdesk    string
 }
 
 // Problem describes a request sekisho could not or would not carry out for
@@ -105,9 +111,10 @@ func RenderBlock(b *Block, asJSON bool) (string, []byte) {
 	data := struct {
 		*Block
 		CountryLabel string
+		CountryName  string
 		Size         string
 		Time         string
-	}{Block: b, CountryLabel: countryLabel(b.Country, b.Dialed, b.Declared), Time: time.Now().Format(time.RFC3339)}
+	}{Block: b, CountryLabel: countryLabel(b.Country, b.Dialed, b.Declared), CountryName: CountryName(b.Country), Time: time.Now().Format(timeLayout)}
 	if b.BodyBytes > 0 {
 		data.Size = humanBytes(b.BodyBytes)
 	}
@@ -136,12 +143,16 @@ func RenderProblem(p *Problem, asJSON bool) (string, []byte) {
 		*Problem
 		Class, Time string
 		Mark        template.HTML
-	}{Problem: p, Class: "warn", Mark: "&#x26A0;&#xFE0F;", Time: time.Now().Format(time.RFC3339)}
+	}{Problem: p, Class: "warn", Mark: "&#x26A0;&#xFE0F;", Time: time.Now().Format(timeLayout)}
 	if p.Status == http.StatusForbidden {
 		data.Class, data.Mark = "block", "&#x26D4;"
 	}
 	return render("problem.html", data)
 }
+
+// timeLayout is how pages show the time: what a person reads out to a
+// helpdesk, with the offset so that logs in UTC can be matched.
+const timeLayout = "2006-01-02 15:04:05 -07:00"
 
 func render(name string, data any) (string, []byte) {
 	var buf bytes.Buffer

@@ -256,9 +256,10 @@ func TestRenderBlockEscapes(t *testing.T) {
 	b.RequestID = hostile
 	_, body := RenderBlock(b, false)
 	page := string(body)
-	// Host, service, reason, alternative, helpdesk (ja and en), rule, id.
-	if n := strings.Count(page, escapedHostile); n != 8 {
-		t.Errorf("escaped user text found %d times, want 8", n)
+	// Host, service, reason, alternative, helpdesk (ja and en), rule (in
+	// the explanation, ja and en, and in the list), id.
+	if n := strings.Count(page, escapedHostile); n != 10 {
+		t.Errorf("escaped user text found %d times, want 10", n)
 	}
 	lower := strings.ToLower(page)
 	for _, bad := range []string{"<script", "<img"} {
@@ -505,7 +506,7 @@ func TestRenderProblemJSON(t *testing.T) {
 func TestTemplatesRender(t *testing.T) {
 	// render falls back to text/plain when a template fails; the embedded
 	// ones must never.
-	for _, name := range []string{"block.html", "problem.html"} {
+	for _, name := range []string{"block.html", "problem.html", "onboarding.html", "selftest.html"} {
 		if tmpl.Lookup(name) == nil {
 			t.Errorf("template %s missing", name)
 		}
@@ -515,5 +516,11 @@ func TestTemplatesRender(t *testing.T) {
 	}
 	if ct, body := RenderProblem(&Problem{}, false); ct != "text/html; charset=utf-8" {
 		t.Errorf("empty Problem: %s %s", ct, body)
+	}
+	if ct, body := RenderOnboarding(&Onboarding{}); ct != "text/html; charset=utf-8" {
+		t.Errorf("empty Onboarding: %s %s", ct, body)
+	}
+	if ct, body := RenderSelftest(&Selftest{}); ct != "text/html; charset=utf-8" {
+		t.Errorf("empty Selftest: %s %s", ct, body)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -36,6 +37,7 @@ import (
 	"github.com/sekisho/sekisho/proxy/audit"
 	"github.com/sekisho/sekisho/proxy/dial"
 	"github.com/sekisho/sekisho/proxy/mitm"
+	"github.com/sekisho/sekisho/proxy/pages"
 	"github.com/sekisho/sekisho/rules"
 )
 
@@ -165,8 +167,20 @@ func (l *recordingListener) Accept() (net.Conn, error) {
 // ServeHTTP reads the whole body and answers 200 with a summary:
 // "<name> <method> <path> <n> <sha256>". /big?n=N answers N zero bytes;
 // /slow waits a second before answering; /ws accepts a WebSocket upgrade,
-// greets, and then reads (and records) whatever the client sends.
+// greets, and then reads (and records) whatever the client sends; GET
+// /form is an upload form (see FormPage).
 func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/form" && r.Method == http.MethodGet {
+		u.mu.Lock()
+		u.bodies = append(u.bodies, nil)
+		u.reqs = append(u.reqs, r)
+		u.mu.Unlock()
+		page := FormPage(u.Name, r.URL.Query().Get("auto") == "1")
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Content-Length", strconv.Itoa(len(page)))
+		_, _ = w.Write(page)
+		return
+	}
 	if r.URL.Path == "/ws" && strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 		u.mu.Lock()
 		u.reqs = append(u.reqs, r)
@@ -201,6 +215,53 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	sum := sha256.Sum256(body)
 	fmt.Fprintf(w, "%s %s %s %d %s\n", u.Name, r.Method, r.URL.Path, len(body), hex.EncodeToString(sum[:]))
+}
+
+// UploadFile is the file the upload form attaches: 96 KiB of fixed
+// pseudo-random bytes (every byte value, none of it text) after a line of
+// Japanese, so that a byte-exact comparison notices any re-encoding.
+var UploadFile = sync.OnceValue(func() []byte {
+	head := []byte("住民データ（テスト） residents' data, test file\r\n")
+	rng := rand.New(rand.NewPCG(2021, 3))
+	b := make([]byte, len(head)+96<<10)
+	copy(b, head)
+	for i := len(head); i < len(b); i++ {
+		b[i] = byte(rng.Uint32())
+	}
+	return b
+})
+
+// FormPage is an upload form as a city hall's staff meet it: a file input
+// in a multipart form posting to /upload. With auto, a script attaches
+// UploadFile as "residents.bin" (a File built through DataTransfer, which
+// the browser then encodes like a file the user picked) and submits the
+// form when the page loads.
+func FormPage(site string, auto bool) []byte {
+	var b bytes.Buffer
+	b.WriteString(`<!DOCTYPE html>
+<html lang="ja"><head><meta charset="utf-8"><title>アップロード / Upload — test site ` + site + `</title></head>
+<body><h1>アップロード / Upload (` + site + `)</h1>
+<form id="form" method="post" action="/upload" enctype="multipart/form-data" data-file="` + base64.StdEncoding.EncodeToString(UploadFile()) + `">
+<input type="text" name="note" value="住民一覧"> <input type="file" name="file" id="file"> <button>送信 / Send</button>
+</form>
+`)
+	if auto {
+		b.WriteString(`<script>
+(function () {
+  var form = document.getElementById("form");
+  var bin = atob(form.getAttribute("data-file"));
+  var bytes = new Uint8Array(bin.length);
+  for (var i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  var dt = new DataTransfer();
+  dt.items.add(new File([bytes], "residents.bin", {type: "application/octet-stream"}));
+  document.getElementById("file").files = dt.files;
+  form.submit();
+})();
+</script>
+`)
+	}
+	b.WriteString("</body></html>\n")
+	return b.Bytes()
 }
 
 type zeroReader struct{}
@@ -305,6 +366,9 @@ type Options struct {
 	// rules' inspection section says where). The proxy trusts the test
 	// upstream CA.
 	Intercept bool
+	// PAC is the PAC file's configuration; its Proxies default to the
+	// proxy's own address.
+	PAC pages.PACConfig
 }
 
 // Sites are the test web servers (one per country, all on the same port)
@@ -409,6 +473,26 @@ type Harness struct {
 
 	auditMu sync.Mutex
 	audit   bytes.Buffer
+
+	lookupsMu sync.Mutex
+	lookups   []string
+}
+
+// Lookups returns the names the proxy asked the resolver for, in order.
+func (h *Harness) Lookups() []string {
+	h.lookupsMu.Lock()
+	defer h.lookupsMu.Unlock()
+	return append([]string(nil), h.lookups...)
+}
+
+// recordingResolver is the harness's resolver: it notes every name asked.
+type recordingResolver struct{ h *Harness }
+
+func (r recordingResolver) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	r.h.lookupsMu.Lock()
+	r.h.lookups = append(r.h.lookups, host)
+	r.h.lookupsMu.Unlock()
+	return r.h.Resolver.LookupNetIP(ctx, network, host)
 }
 
 // Audit returns the audit log written so far (JSON lines).
@@ -482,12 +566,21 @@ func New(t testing.TB, opt Options) *Harness {
 		}
 		roots = TestUpstreamCA().Pool
 	}
+	pacCfg := opt.PAC
+	if len(pacCfg.Proxies) == 0 {
+		pacCfg.Proxies = []string{ln.Addr().String()}
+	}
+	pac, err := pages.NewPAC(pacCfg)
+	if err != nil {
+		t.Fatalf("PAC: %v", err)
+	}
 	srv, err := proxy.New(proxy.Config{
 		Issuer:            h.Issuer,
 		UpstreamRoots:     roots,
 		Rules:             h.Rules,
 		Geo:               h.Geo,
-		Resolver:          h.Resolver,
+		Resolver:          recordingResolver{h},
+		PAC:               pac,
 		AllowedClients:    allowed,
 		AllowDestinations: TestAllow(),
 		Self:              []netip.AddrPort{self},

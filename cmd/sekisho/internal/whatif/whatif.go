@@ -421,7 +421,7 @@ func (p *Replayer) Add(file string, line int, e *audit.Entry) {
 		p.lines.OutsidePeriod++
 		return
 	}
-	if e.Action == "" || e.Host == "" {
+	if e.Action == "" || e.Host == "" || e.Reason == "selftest" {
 		p.lines.NoDecision++
 		return
 	}
