@@ -201,6 +201,7 @@ func New(cfg Config) (*Server, error) {
 		s.allowed = DefaultAllowedClients()
 	}
 	s.metrics = metrics.New(cfg.Registerer)
+	s.metrics.MaxConns.Set(float64(s.limits.MaxConns))
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	s.idPrefix = hex.EncodeToString(b[:])

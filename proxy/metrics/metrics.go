@@ -65,6 +65,7 @@ type Metrics struct {
 	Errors        *prometheus.CounterVec   // reason
 	Duration      *prometheus.HistogramVec // mode
 	ActiveConns   prometheus.Gauge
+	MaxConns      prometheus.Gauge
 	ActiveTunnels *prometheus.GaugeVec // mode
 	HeldBodies    prometheus.Counter
 }
@@ -112,7 +113,11 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{LabelMode}),
 		ActiveConns: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sekisho_proxy_active_connections",
-			Help: "Client connections open now.",
+			Help: "Client connections open now (not counting those handed over to tunnels: see sekisho_proxy_active_tunnels).",
+		}),
+		MaxConns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sekisho_proxy_max_connections",
+			Help: "The configured limit of client connections (limits.max_connections); beyond it new clients wait.",
 		}),
 		ActiveTunnels: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sekisho_proxy_active_tunnels",
@@ -134,7 +139,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Requests, m.UploadBytes, m.DownloadBytes, m.Blocked, m.WouldBlock,
-			m.BudgetCloses, m.Refused, m.Errors, m.Duration, m.ActiveConns, m.ActiveTunnels, m.HeldBodies)
+			m.BudgetCloses, m.Refused, m.Errors, m.Duration, m.ActiveConns, m.MaxConns, m.ActiveTunnels, m.HeldBodies)
 	}
 	return m
 }
