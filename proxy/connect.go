@@ -90,7 +90,12 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, st *state)
 			_ = (*c).Close()
 		}
 	})
-	defer untrack()
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			untrack()
+		}
+	}()
 	conn, rw, err := hj.Hijack()
 	if err != nil {
 		_ = upstream.Close()
@@ -127,8 +132,23 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, st *state)
 		st.err = errors.New("client connection is not TCP")
 		return
 	}
+	// The tunnel runs on its own goroutine and the handler returns, so that
+	// net/http lets go of the connection's buffers and the handler's deep
+	// stack: an idle tunnel then costs its two sockets, two small goroutines
+	// and a few structs. The record is finished when the tunnel ends.
 	s.metrics.ActiveTunnels.WithLabelValues(metrics.ModeTunnel).Inc()
+	st.rc = nil // the ResponseController would keep net/http's response alive
+	st.deferFinish = true
+	handedOff = true
+	go s.runTunnel(st, client, upstream, prefix, conn, untrack)
+}
+
+// runTunnel relays an allowed, hijacked CONNECT until it ends, then writes
+// its record.
+func (s *Server) runTunnel(st *state, client *net.TCPConn, upstream *net.TCPConn, prefix []byte, conn net.Conn, untrack func()) {
+	d := st.decision
 	res := tunnel.Run(client, upstream, prefix, d.Budget, !d.ReportOnly, conn.Close)
+	untrack()
 	s.metrics.ActiveTunnels.WithLabelValues(metrics.ModeTunnel).Dec()
 	st.up.Store(res.Up)
 	st.down.Store(res.Down)
@@ -139,6 +159,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, st *state)
 	if res.Err != nil {
 		st.err = res.Err
 	}
+	s.finish(st)
 }
 
 // bareTCP finds the *net.TCPConn under the accepted connection, so that

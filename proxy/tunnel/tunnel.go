@@ -95,7 +95,7 @@ func Run(client, upstream Conn, prefix []byte, budget int64, enforce bool, close
 	}()
 
 	// download: upstream → client, on this goroutine.
-	n, err := io.Copy(client, upstream)
+	n, err := copyStream(client, upstream, -1)
 	res.Down = n
 	if err != nil {
 		setErr(err)
@@ -106,6 +106,28 @@ func Run(client, upstream Conn, prefix []byte, budget int64, enforce bool, close
 	wg.Wait()
 	abort()
 	return res
+}
+
+// copyStream copies src to dst until EOF or limit bytes (limit < 0: no
+// limit): spliced between TCP connections without holding a pipe while
+// idle (see splice_linux.go), io.Copy otherwise. EOF is not an error.
+func copyStream(dst io.Writer, src io.Reader, limit int64) (int64, error) {
+	d, ok1 := dst.(io.ReadWriter)
+	s, ok2 := src.(io.ReadWriter)
+	if ok1 && ok2 {
+		n, err := spliceCopy(d, s, limit)
+		if !errors.Is(err, errNotTCP) {
+			return n, err
+		}
+	}
+	if limit < 0 {
+		return io.Copy(dst, src)
+	}
+	n, err := io.CopyN(dst, src, limit)
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return n, err
 }
 
 func copyUp(dst io.Writer, src io.Reader, prefix []byte, budget int64, enforce bool) (n int64, exceeded bool, err error) {
@@ -125,7 +147,7 @@ func copyUp(dst io.Writer, src io.Reader, prefix []byte, budget int64, enforce b
 		}
 	}
 	if budget < 0 || exceeded || !enforce {
-		k, err := io.Copy(dst, src)
+		k, err := copyStream(dst, src, -1)
 		n += k
 		if budget >= 0 && n > budget {
 			exceeded = true
@@ -133,13 +155,13 @@ func copyUp(dst io.Writer, src io.Reader, prefix []byte, budget int64, enforce b
 		return n, exceeded, err
 	}
 	remaining := budget - n
-	k, err := io.CopyN(dst, src, remaining)
+	k, err := copyStream(dst, src, remaining)
 	n += k
 	if err != nil {
-		if errors.Is(err, io.EOF) {
-			err = nil // the client finished within its budget
-		}
 		return n, false, err
+	}
+	if k < remaining {
+		return n, false, nil // the client finished within its budget
 	}
 	// The budget is used up exactly. One more byte means the client is
 	// over it; EOF means it ended right at the limit.
