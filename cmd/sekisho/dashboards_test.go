@@ -9,9 +9,12 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -27,15 +30,26 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/sekisho/sekisho/proxy/mitm"
+	"github.com/sekisho/sekisho/proxy/proxytest"
 )
 
 // dashboardRules are the rules of the dashboard tests: three catalog
 // services on the test sites, two client groups (by source address on
-// loopback), a log rule, two block rules, and a small foreign tunnel
-// budget so that one tunnel exceeds it. %v is report_only.
+// loopback), a log rule, two block rules, a small foreign tunnel budget so
+// that one tunnel exceeds it, and TLS interception of three test sites
+// (the tunnels to jp.example and kr.example stay opaque). %v is
+// report_only.
 const dashboardRules = `version: 1
 domestic: [JP]
 report_only: %v
+inspection:
+  default: false
+  rules:
+    - name: open-test-sites
+      domains: [us.example, cn.example, wrongname.example]
+      inspect: true
 tunnel_upload_budget:
   foreign: 1KiB
   domestic: unlimited
@@ -185,25 +199,112 @@ func (e *env) websocket(t *testing.T, src string, up int) {
 	_, _ = io.Copy(io.Discard, br)
 }
 
+// dashEnv is a sekisho booted for the dashboard tests: the rules and
+// configuration files it reloads, and the interception CA its TLS clients
+// trust.
+type dashEnv struct {
+	*env
+	rulesPath string
+	cfgPath   string
+	ca        *x509.Certificate
+	caPool    *x509.CertPool
+}
+
 // bootDashboard starts sekisho on dashboardRules with its file watcher
-// stopped, so that only the explicit POST /-/reload calls reload.
-func bootDashboard(t *testing.T) (*env, string) {
+// stopped, so that only the explicit POST /-/reload calls reload. TLS
+// interception is on: a CA made by `sekisho ca init` in tls.ca_dir, and
+// the test sites' CA in tls.upstream_roots.
+func bootDashboard(t *testing.T) *dashEnv {
 	t.Helper()
-	rulesPath := filepath.Join(t.TempDir(), "rules.yaml")
+	dir := t.TempDir()
+	rulesPath := filepath.Join(dir, "rules.yaml")
 	writeFile(t, rulesPath, fmt.Sprintf(dashboardRules, false))
-	e := boot(t, rulesPath, "")
+	caDir := filepath.Join(dir, "ca")
+	var out, errOut bytes.Buffer
+	if code := cmdCA([]string{"init", "--dir", caDir, "--org", "Sekisho Dashboard Test City"}, &out, &errOut); code != 0 {
+		t.Fatalf("sekisho ca init: %d\n%s%s", code, out.String(), errOut.String())
+	}
+	ca, err := mitm.LoadCA(caDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootsPath := filepath.Join(dir, "upstream-roots.pem")
+	writeFile(t, rootsPath, string(proxytest.TestUpstreamCA().PEM))
+	e := boot(t, rulesPath, fmt.Sprintf("tls:\n  ca_dir: %s\n  upstream_roots: [%s]\n", caDir, rootsPath))
 	e.inst.reloader.close()
 	e.sites.SinkJP.SetGreeting([]byte(sinkGreeting))
 	e.sites.SinkKR.SetGreeting([]byte(sinkGreeting))
-	return e, rulesPath
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	return &dashEnv{env: e, rulesPath: rulesPath, cfgPath: filepath.Join(e.dir, "sekisho.yaml"), ca: ca.Cert, caPool: pool}
+}
+
+// sendTLS makes one HTTPS request through the proxy from src, trusting
+// only sekisho's CA (as a PC the CA was rolled out to), on a new
+// connection: every request is a new CONNECT and TLS handshake. It returns
+// the status and the number of body bytes the client received.
+func (d *dashEnv) sendTLS(t *testing.T, src, method, host, body string) (int, int) {
+	t.Helper()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, d.sites.TLSURL(host, "/upload"), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "text/plain")
+	}
+	c := d.clientFrom(src)
+	c.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: d.caPool}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.TLS == nil {
+		t.Fatalf("%s %s: not answered over TLS", method, host)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, len(b)
+}
+
+// fronting opens a CONNECT to host on the TLS port from src and starts TLS
+// with another name in its SNI: domain fronting, refused in the handshake.
+func (d *dashEnv) fronting(t *testing.T, src, host, sni string) {
+	t.Helper()
+	c := d.dialFrom(t, src)
+	defer c.Close()
+	target := net.JoinHostPort(host, fmt.Sprint(d.sites.TLSPort))
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: "CONNECT"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		t.Fatalf("CONNECT %s: %d", target, resp.StatusCode)
+	}
+	tc := tls.Client(c, &tls.Config{ServerName: sni, RootCAs: d.caPool})
+	if err := tc.Handshake(); err == nil {
+		t.Fatalf("TLS with SNI %s inside a CONNECT to %s: the handshake must fail", sni, host)
+	}
 }
 
 // sendDashboardTraffic sends the known sequence — allowed, logged and
-// blocked requests, tunnels (one over its budget), a WebSocket, a rules
-// reload into report-only with one upload it lets through, and a failing
-// reload — and waits until sekisho has recorded all of it. It returns the
-// body bytes the clients received, by "<service>/<client_group>/<action>".
-func sendDashboardTraffic(t *testing.T, e *env, rulesPath string) map[string]int {
+// blocked requests, tunnels (one over its budget), a WebSocket, HTTPS
+// requests opened by TLS interception (allowed, logged, a blocked upload,
+// one to a site whose certificate does not match, and a domain fronting
+// attempt), a rules and sekisho.yaml reload into report-only with one
+// upload it lets through, and a failing reload of both — and waits until
+// sekisho has recorded all of it. It returns the body bytes the clients
+// received, by "<service>/<client_group>/<action>" ("inspected/..." for
+// the HTTPS requests).
+func sendDashboardTraffic(t *testing.T, e *dashEnv) map[string]int {
 	t.Helper()
 	down := map[string]int{}
 	expect := func(what string, got, want int) {
@@ -217,6 +318,12 @@ func sendDashboardTraffic(t *testing.T, e *env, rulesPath string) map[string]int
 		code, n := e.send(t, src, method, host, body)
 		expect(method+" "+host+" from "+src, code, want)
 		down[key] += n
+	}
+	reqTLS := func(src, method, host, body string, want int, key string) {
+		t.Helper()
+		code, n := e.sendTLS(t, src, method, host, body)
+		expect(method+" https://"+host+" from "+src, code, want)
+		down["inspected/"+key] += n
 	}
 	// welfare: a domestic download and upload, a blocked upload to the
 	// Korean drive, a logged upload to the US chat, a download from Korea.
@@ -236,24 +343,46 @@ func sendDashboardTraffic(t *testing.T, e *env, rulesPath string) map[string]int
 	e.websocket(t, srcOther, 20)
 	req(srcOther, "PUT", "unknown.example", "x", 403, "other/other/block")
 
-	// Roll out a change in report-only mode: the blocked upload goes
-	// through, counted as would-block.
-	writeFile(t, rulesPath, fmt.Sprintf(dashboardRules, true))
+	// HTTPS, opened by TLS interception. welfare: a download from the US
+	// chat (its certificate signed), then a logged upload to it (the
+	// certificate from the cache). tax: an upload to China, blocked inside
+	// TLS. No group: a site whose certificate does not name it (an
+	// upstream_tls error), and a TLS handshake naming another site than
+	// the CONNECT (domain fronting, refused before any certificate).
+	reqTLS(srcWelfare, "GET", "us.example", "", 200, "us-chat/welfare/allow")
+	reqTLS(srcWelfare, "POST", "us.example", "meeting notes", 200, "us-chat/welfare/log")
+	reqTLS(srcTax, "POST", "cn.example", "tax records", 403, "other/tax/block")
+	reqTLS(srcOther, "GET", "wrongname.example", "", 502, "other/other/allow")
+	e.fronting(t, srcOther, "us.example", "cn.example")
+
+	// Roll out a change in report-only mode, with a new helpdesk in
+	// sekisho.yaml: the blocked upload goes through, counted as
+	// would-block.
+	cfgText, err := os.ReadFile(e.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, e.rulesPath, fmt.Sprintf(dashboardRules, true))
+	writeFile(t, e.cfgPath, string(cfgText)+"helpdesk: \"情報政策課 (内線 1234)\"\n")
 	if code, body := e.admin(t, "POST", "/-/reload"); code != 200 {
 		t.Fatalf("reload into report-only: %d %s", code, body)
 	}
 	req(srcWelfare, "POST", "kr.example", "residents' data", 200, "kr-drive/welfare/log")
-	// A broken edit: the reload fails and report-only stays in force.
-	writeFile(t, rulesPath, "version: 1\nrulez: []\n")
+	// A broken edit of both files: the reload fails, report-only and the
+	// new helpdesk stay in force.
+	writeFile(t, e.rulesPath, "version: 1\nrulez: []\n")
+	writeFile(t, e.cfgPath, string(cfgText)+"helpdesk: \"情報政策課 (内線 1234)\"\nhelpdsek: typo\n")
 	if code, body := e.admin(t, "POST", "/-/reload"); code != 500 {
-		t.Fatalf("reload of a broken file: %d %s", code, body)
+		t.Fatalf("reload of broken files: %d %s", code, body)
 	}
 
-	// Tunnels are recorded when they end, just after the client sees EOF.
+	// Tunnels and intercepted sessions are recorded when they end, just
+	// after the client sees EOF.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		s := scrape(t, e)
-		if s.sum("sekisho_proxy_requests_total") == dashboardRequests && s.sum("sekisho_proxy_active_connections") == 0 {
+		s := scrape(t, e.env)
+		if s.sum("sekisho_proxy_requests_total") == dashboardRequests && s.sum("sekisho_proxy_active_connections") == 0 &&
+			s.sum("sekisho_proxy_active_tunnels") == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -265,8 +394,9 @@ func sendDashboardTraffic(t *testing.T, e *env, rulesPath string) map[string]int
 }
 
 // dashboardRequests is the number of requests, tunnels and WebSockets in
-// the known sequence.
-const dashboardRequests = 12
+// the known sequence (an intercepted CONNECT is not one: each request
+// inside it is).
+const dashboardRequests = 16
 
 // exposition is one scrape of /metrics: sample lines by series
 // ("name{labels}" as sekisho writes it, labels sorted) → value.
@@ -317,12 +447,13 @@ func (x exposition) sum(name string) float64 {
 
 // TestDashboardMetricsAfterKnownSequence asserts every traffic counter
 // after the known sequence, series by series: each label combination of
-// service, country, action, mode and client group, and no other. The
+// service, country, action, mode and client group, and no other; and the
+// counters of TLS interception, refusals, errors and reloads. The
 // dashboards and alerts are built on exactly these series.
 func TestDashboardMetricsAfterKnownSequence(t *testing.T) {
-	e, rulesPath := bootDashboard(t)
-	down := sendDashboardTraffic(t, e, rulesPath)
-	x := scrape(t, e)
+	e := bootDashboard(t)
+	down := sendDashboardTraffic(t, e)
+	x := scrape(t, e.env)
 
 	const (
 		tunnelJP = `action="allow",client_group="other",country="JP",mode="tunnel",service="city-portal"`
@@ -332,6 +463,11 @@ func TestDashboardMetricsAfterKnownSequence(t *testing.T) {
 		httpKR   = `action="allow",client_group="welfare",country="KR",mode="http",service="kr-drive"`
 		logKR    = `action="log",client_group="welfare",country="KR",mode="http",service="kr-drive"`
 		logUS    = `action="log",client_group="welfare",country="US",mode="http",service="us-chat"`
+		// Requests inside intercepted tunnels.
+		inspUS      = `action="allow",client_group="welfare",country="US",mode="inspected",service="us-chat"`
+		inspLogUS   = `action="log",client_group="welfare",country="US",mode="inspected",service="us-chat"`
+		inspBlockCN = `action="block",client_group="tax",country="CN",mode="inspected",service="other"`
+		inspWrong   = `action="allow",client_group="other",country="US",mode="inspected",service="other"`
 	)
 	series := func(name string, kv map[string]float64) map[string]float64 {
 		out := map[string]float64{}
@@ -343,6 +479,7 @@ func TestDashboardMetricsAfterKnownSequence(t *testing.T) {
 	want := map[string]map[string]float64{
 		"sekisho_proxy_requests_total": series("sekisho_proxy_requests_total", map[string]float64{
 			tunnelJP: 1, wsJP: 1, tunnelKR: 2, httpJP: 2, httpKR: 1, logKR: 1, logUS: 1,
+			inspUS: 1, inspLogUS: 1, inspBlockCN: 1, inspWrong: 1,
 			`action="block",client_group="other",country="unknown",mode="http",service="other"`: 1,
 			`action="block",client_group="tax",country="CN",mode="http",service="other"`:        1,
 			`action="block",client_group="welfare",country="KR",mode="http",service="kr-drive"`: 1,
@@ -352,23 +489,27 @@ func TestDashboardMetricsAfterKnownSequence(t *testing.T) {
 		// requests have no upload series at all: nothing left.
 		"sekisho_proxy_upload_bytes_total": series("sekisho_proxy_upload_bytes_total", map[string]float64{
 			tunnelJP: 10, wsJP: 20, tunnelKR: 100 + 1024,
-			httpJP: float64(len("application form")),
-			logKR:  float64(len("residents' data")),
-			logUS:  float64(len("meeting notes")),
+			httpJP:    float64(len("application form")),
+			logKR:     float64(len("residents' data")),
+			logUS:     float64(len("meeting notes")),
+			inspLogUS: float64(len("meeting notes")),
 		}),
-		// Response bodies as the clients received them; a block page is
-		// sekisho's own answer, not a download.
+		// Response bodies as the clients received them; a block page, and
+		// the error page for a certificate that does not match, are
+		// sekisho's own answers, not downloads.
 		"sekisho_proxy_download_bytes_total": series("sekisho_proxy_download_bytes_total", map[string]float64{
 			tunnelJP: float64(len(sinkGreeting)), wsJP: float64(len("hello from JP\n")),
-			tunnelKR: 2 * float64(len(sinkGreeting)),
-			httpJP:   float64(down["city-portal/welfare/allow"]),
-			httpKR:   float64(down["kr-drive/welfare/allow"]),
-			logKR:    float64(down["kr-drive/welfare/log"]),
-			logUS:    float64(down["us-chat/welfare/log"]),
+			tunnelKR:  2 * float64(len(sinkGreeting)),
+			httpJP:    float64(down["city-portal/welfare/allow"]),
+			httpKR:    float64(down["kr-drive/welfare/allow"]),
+			logKR:     float64(down["kr-drive/welfare/log"]),
+			logUS:     float64(down["us-chat/welfare/log"]),
+			inspUS:    float64(down["inspected/us-chat/welfare/allow"]),
+			inspLogUS: float64(down["inspected/us-chat/welfare/log"]),
 		}),
 		"sekisho_proxy_blocked_total": series("sekisho_proxy_blocked_total", map[string]float64{
 			`client_group="other",country="unknown",rule="block-foreign-uploads",service="other"`:  1,
-			`client_group="tax",country="CN",rule="block-foreign-uploads",service="other"`:         1,
+			`client_group="tax",country="CN",rule="block-foreign-uploads",service="other"`:         2, // plain and inspected
 			`client_group="welfare",country="KR",rule="block-kr-drive-uploads",service="kr-drive"`: 1,
 		}),
 		"sekisho_proxy_would_block_total": series("sekisho_proxy_would_block_total", map[string]float64{
@@ -378,10 +519,14 @@ func TestDashboardMetricsAfterKnownSequence(t *testing.T) {
 			`client_group="tax",country="KR",service="kr-drive"`: 1,
 		}),
 		"sekisho_proxy_request_duration_seconds_count": series("sekisho_proxy_request_duration_seconds_count", map[string]float64{
-			`mode="http"`: 8, `mode="tunnel"`: 3, `mode="websocket"`: 1,
+			`mode="http"`: 8, `mode="tunnel"`: 3, `mode="websocket"`: 1, `mode="inspected"`: 4,
 		}),
+		// One lookup per plain request, tunnel and WebSocket, and one per
+		// intercepted CONNECT (four requests and the domain fronting
+		// attempt): the requests inside go where their CONNECT was decided
+		// to go.
 		"sekisho_geo_lookups_total": series("sekisho_geo_lookups_total", map[string]float64{
-			`result="found"`: 11, `result="internal"`: 0, `result="unknown"`: 1,
+			`result="found"`: 16, `result="internal"`: 0, `result="unknown"`: 1,
 		}),
 		"sekisho_rules_reloads_total": series("sekisho_rules_reloads_total", map[string]float64{
 			`result="success"`: 1, `result="failure"`: 1,
@@ -390,6 +535,19 @@ func TestDashboardMetricsAfterKnownSequence(t *testing.T) {
 		"sekisho_rules_report_only":            {"sekisho_rules_report_only": 1},
 		"sekisho_rules_loaded":                 {"sekisho_rules_loaded": 3},
 		"sekisho_proxy_active_connections":     {"sekisho_proxy_active_connections": 0},
+		"sekisho_proxy_max_connections":        {"sekisho_proxy_max_connections": 10000},
+		"sekisho_config_reloads_total": series("sekisho_config_reloads_total", map[string]float64{
+			`result="success"`: 1, `result="failure"`: 1,
+		}),
+		"sekisho_config_last_reload_successful": {"sekisho_config_last_reload_successful": 0},
+		// Three hosts opened: us.example (signed, then from the cache),
+		// cn.example and wrongname.example (signed). The domain fronting
+		// handshake is refused before a certificate is chosen.
+		"sekisho_tls_certificates_issued_total":      {"sekisho_tls_certificates_issued_total": 3},
+		"sekisho_tls_certificate_cache_hits_total":   {"sekisho_tls_certificate_cache_hits_total": 1},
+		"sekisho_tls_certificate_cache_entries":      {"sekisho_tls_certificate_cache_entries": 3},
+		"sekisho_tls_certificate_sign_seconds_count": {"sekisho_tls_certificate_sign_seconds_count": 3},
+		"sekisho_tls_ca_expiry_timestamp_seconds":    {"sekisho_tls_ca_expiry_timestamp_seconds": float64(e.ca.NotAfter.Unix())},
 	}
 	for name, w := range want {
 		got := x.family(name)
@@ -406,13 +564,21 @@ func TestDashboardMetricsAfterKnownSequence(t *testing.T) {
 			}
 		}
 	}
-	// Nothing failed or was refused, and every tunnel has ended.
+	// Nothing else failed or was refused, and every tunnel has ended.
+	nonZero := map[string]float64{
+		`sekisho_proxy_refused_total{reason="domain_fronting"}`:      1,
+		`sekisho_proxy_upstream_errors_total{reason="upstream_tls"}`: 1,
+	}
 	for _, name := range []string{"sekisho_proxy_refused_total", "sekisho_proxy_upstream_errors_total", "sekisho_proxy_active_tunnels"} {
 		for k, v := range x.family(name) {
-			if v != 0 {
-				t.Errorf("%s = %v, want 0", k, v)
+			if v != nonZero[k] {
+				t.Errorf("%s = %v, want %v", k, v, nonZero[k])
 			}
+			delete(nonZero, k)
 		}
+	}
+	for k, v := range nonZero {
+		t.Errorf("missing %s (want %v)", k, v)
 	}
 	if t.Failed() {
 		t.Logf("metrics:\n%s", x.text)
@@ -682,12 +848,12 @@ func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 	}
 	alertsFile := filepath.Join(dashDir, "alerts.yml")
 
-	e, rulesPath := bootDashboard(t)
+	e := bootDashboard(t)
 	prom := startPrometheus(t, bin, e.inst.AdminAddr, alertsFile)
 	// Scraped once before the traffic: the gauges have history, and every
 	// traffic series is born while Prometheus watches.
 	prom.waitFor(t, "the first scrape", `up{job="sekisho"}`, 20*time.Second, oneValue(1))
-	sendDashboardTraffic(t, e, rulesPath)
+	sendDashboardTraffic(t, e)
 	// The final state scraped, then scraped again: every series has at
 	// least two samples, as rate() needs.
 	prom.waitFor(t, "the traffic to be scraped", `sum(sekisho_proxy_requests_total)`, 20*time.Second, oneValue(dashboardRequests))
@@ -737,16 +903,31 @@ func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := map[string]float64{
-			"国外への送信量 / Data sent abroad":               1124 + 13 + 15, // tunnels to KR, logged to US, report-only to KR
-			"ブロックした件数 / Blocked":                       3,
+			"国外への送信量 / Data sent abroad":               1124 + 13 + 13 + 15, // tunnels to KR, logged to US (plain and inspected), report-only to KR
+			"ブロックした件数 / Blocked":                       4,
 			"本来ブロック（レポートのみ） / Would have been blocked": 1,
 			"トンネル上限超過 / Tunnels over budget":           1,
 			"リクエスト数 / Requests":                        dashboardRequests,
 			"ルールの再読込 / Rules reload":                   0,
 			"動作モード / Enforcement":                      1,
 			"稼働中のインスタンス / Instances up":                1,
+			"上流の TLS エラー / Upstream TLS errors":        1,
+			"ドメインフロンティング / Domain fronting refused":    1,
+			"接続数と上限 / Connections vs limit":            0,
+		}
+		// Within a minute: time() moves on while the test runs.
+		approx := map[string]float64{
+			"TLS 検査の CA の有効期限 / Interception CA expires in": time.Until(e.ca.NotAfter).Hours() / 24,
 		}
 		for _, p := range allPanels(d.Panels) {
+			if w, ok := approx[p.Title]; ok {
+				delete(approx, p.Title)
+				res, err := prom.query(t, d.substitute(t, p.Targets[0].Expr))
+				if err != nil || len(res) != 1 || math.Abs(res[0].value()-w) > 1.0/24/60 {
+					t.Errorf("%s: %v (error %v), want %v", p.Title, res, err, w)
+				}
+				continue
+			}
 			w, ok := want[p.Title]
 			if !ok {
 				continue
@@ -755,6 +936,63 @@ func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 			res, err := prom.query(t, d.substitute(t, p.Targets[0].Expr))
 			if err != nil || len(res) != 1 || res[0].value() != w {
 				t.Errorf("%s: %v (error %v), want %v", p.Title, res, err, w)
+			}
+		}
+		for title := range want {
+			t.Errorf("no panel %q", title)
+		}
+		for title := range approx {
+			t.Errorf("no panel %q", title)
+		}
+	})
+
+	// The panels by mode show the requests inside intercepted tunnels as
+	// mode="inspected", beside plain HTTP, tunnels and WebSockets; the
+	// upload bytes of each mode are exact.
+	t.Run("overview modes include inspected", func(t *testing.T) {
+		b, err := os.ReadFile(filepath.Join(dashDir, "sekisho-overview.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d grafanaDashboard
+		if err := json.Unmarshal(b, &d); err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]map[string]float64{
+			"検査・トンネルの割合 / Inspected vs tunnelled": nil, // rates: only the modes
+			"方式別の送信量 / Upload bytes by mode": {
+				"http":      float64(len("application form") + len("meeting notes") + len("residents' data")),
+				"inspected": float64(len("meeting notes")),
+				"tunnel":    100 + 1024 + 10,
+				"websocket": 20,
+			},
+		}
+		for _, p := range allPanels(d.Panels) {
+			w, ok := want[p.Title]
+			if !ok {
+				continue
+			}
+			delete(want, p.Title)
+			res, err := prom.query(t, d.substitute(t, p.Targets[0].Expr))
+			if err != nil {
+				t.Fatalf("%s: %v", p.Title, err)
+			}
+			got := map[string]float64{}
+			for _, r := range res {
+				got[r.Metric["mode"]] = r.value()
+			}
+			var modes []string
+			for m := range got {
+				modes = append(modes, m)
+			}
+			slices.Sort(modes)
+			if !slices.Equal(modes, []string{"http", "inspected", "tunnel", "websocket"}) {
+				t.Errorf("%s: modes %v, want http, inspected, tunnel, websocket", p.Title, modes)
+			}
+			for m, v := range w {
+				if got[m] != v {
+					t.Errorf("%s: %s = %v, want %v", p.Title, m, got[m], v)
+				}
 			}
 		}
 		for title := range want {
@@ -883,8 +1121,11 @@ func checkQuery(t *testing.T, prom *promServer, d *grafanaDashboard, what, expr 
 
 // checkAlertRules requires every rule of the file loaded and evaluated
 // without error, and the alerts that the final state of the known
-// sequence raises (a failed reload, report-only mode, the test database
-// built in January 2026) to be pending or firing — and no other.
+// sequence raises (a failed reload of the rules and of sekisho.yaml,
+// report-only mode, the test database built in January 2026) to be
+// pending or firing — and no other: one upstream_tls error and one domain
+// fronting attempt are below their alerts' thresholds, and the CA has ten
+// years left.
 func checkAlertRules(t *testing.T, prom *promServer, file, instance string) {
 	b, err := os.ReadFile(file)
 	if err != nil {
@@ -937,7 +1178,7 @@ func checkAlertRules(t *testing.T, prom *promServer, file, instance string) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
-	wantActive := []string{"SekishoGeoDatabaseOld", "SekishoReportOnlyLeftOn", "SekishoRulesReloadFailing"}
+	wantActive := []string{"SekishoConfigReloadFailing", "SekishoGeoDatabaseOld", "SekishoReportOnlyLeftOn", "SekishoRulesReloadFailing"}
 	var active []string
 	deadline = time.Now().Add(15 * time.Second)
 	for {
