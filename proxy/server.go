@@ -161,12 +161,14 @@ type Server struct {
 	idPrefix string
 	idSeq    atomic.Uint64
 
-	issuer    *mitm.Issuer
-	tlsTrs    tlsTransports
-	connSem   chan struct{} // one slot per client connection, across listeners
-	tunnelsMu sync.Mutex
-	tunnels   map[*tunnelHandle]struct{}
-	shutting  atomic.Bool
+	issuer  *mitm.Issuer
+	tlsTrs  tlsTransports
+	connSem chan struct{} // one slot per client connection, across listeners
+	// acceptWaiting counts slots taken by listeners waiting in Accept.
+	acceptWaiting atomic.Int64
+	tunnelsMu     sync.Mutex
+	tunnels       map[*tunnelHandle]struct{}
+	shutting      atomic.Bool
 
 	live live // what a configuration reload changes: PAC, helpdesk
 }
@@ -202,6 +204,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.metrics = metrics.New(cfg.Registerer)
 	s.metrics.MaxConns.Set(float64(s.limits.MaxConns))
+	if cfg.Registerer != nil {
+		metrics.RegisterConnectionSlots(cfg.Registerer, func() float64 {
+			return float64(int64(len(s.connSem)) - s.acceptWaiting.Load())
+		})
+	}
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	s.idPrefix = hex.EncodeToString(b[:])
@@ -287,7 +294,7 @@ func (p slogPrintf) Printf(format string, v ...any) {
 // http.ErrServerClosed after Shutdown. Several listeners share the
 // connection limit.
 func (s *Server) Serve(ln net.Listener) error {
-	return s.srv.Serve(newListener(ln, s.connSem))
+	return s.srv.Serve(newListener(ln, s.connSem, &s.acceptWaiting))
 }
 
 // Shutdown stops accepting, lets in-flight requests and tunnels finish
@@ -388,13 +395,14 @@ func (c *clientConn) setOnClose(fn func()) { c.onClose.Store(&fn) }
 // instead of pushing the proxy past what it can hold.
 type listener struct {
 	net.Listener
-	sem    chan struct{}
-	closed chan struct{}
-	once   sync.Once
+	sem     chan struct{}
+	waiting *atomic.Int64
+	closed  chan struct{}
+	once    sync.Once
 }
 
-func newListener(ln net.Listener, sem chan struct{}) *listener {
-	return &listener{Listener: ln, sem: sem, closed: make(chan struct{})}
+func newListener(ln net.Listener, sem chan struct{}, waiting *atomic.Int64) *listener {
+	return &listener{Listener: ln, sem: sem, waiting: waiting, closed: make(chan struct{})}
 }
 
 func (l *listener) Accept() (net.Conn, error) {
@@ -403,7 +411,9 @@ func (l *listener) Accept() (net.Conn, error) {
 	case <-l.closed:
 		return nil, net.ErrClosed
 	}
+	l.waiting.Add(1) // a slot held for a connection not accepted yet
 	c, err := l.Listener.Accept()
+	l.waiting.Add(-1)
 	if err != nil {
 		<-l.sem
 		return nil, err

@@ -144,6 +144,17 @@ func New(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// RegisterConnectionSlots registers sekisho_proxy_connection_slots_used:
+// client connections holding one of the limits.max_connections slots,
+// tunnels and intercepted sessions included (sekisho_proxy_active_connections
+// stops counting a connection once it becomes a tunnel).
+func RegisterConnectionSlots(reg prometheus.Registerer, used func() float64) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sekisho_proxy_connection_slots_used",
+		Help: "Client connections holding a slot of limits.max_connections, tunnels included; at sekisho_proxy_max_connections new clients wait.",
+	}, used))
+}
+
 // RegisterBuildInfo registers sekisho_build_info{version, revision, goversion} = 1.
 func RegisterBuildInfo(reg prometheus.Registerer, version string) {
 	revision, goVersion := "unknown", "unknown"
