@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,11 +26,21 @@ type AdminConfig struct {
 	Ready func() error
 	// PAC serves the PAC file at /proxy.pac and /wpad.dat (Server.ServePAC).
 	PAC http.Handler
+	// Pprof mounts Go's profiler at /debug/pprof/ (admin.pprof in
+	// sekisho.yaml): for finding where time goes under load, off by default.
+	Pprof bool
 }
 
 // NewAdmin returns the admin handler.
 func NewAdmin(cfg AdminConfig) http.Handler {
 	mux := http.NewServeMux()
+	if cfg.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{
 		EnableOpenMetrics: false,
 		ErrorHandling:     promhttp.ContinueOnError,

@@ -28,6 +28,7 @@ type config struct {
 	Version      int          `yaml:"version"`
 	Listen       stringList   `yaml:"listen"`
 	AdminListen  string       `yaml:"admin_listen"`
+	Admin        adminConfig  `yaml:"admin"`
 	Rules        string       `yaml:"rules"`
 	Geo          geoConfig    `yaml:"geo"`
 	Log          logConfig    `yaml:"log"`
@@ -146,6 +147,12 @@ func restartFields(running, next *config) []string {
 		}
 	}
 	return out
+}
+
+// adminConfig tunes the admin listener.
+type adminConfig struct {
+	// Pprof mounts Go's profiler at /debug/pprof/ on the admin listener.
+	Pprof bool `yaml:"pprof"`
 }
 
 // tlsConfig turns TLS interception on (ca_dir) and says which servers

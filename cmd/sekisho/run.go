@@ -145,6 +145,7 @@ type instance struct {
 	admin           *http.Server
 	reloader        *reloader
 	auditFile       io.Closer
+	audit           *audit.Logger
 	issuer          *mitm.Issuer
 	shutdownTimeout time.Duration
 	wg              sync.WaitGroup
@@ -209,9 +210,13 @@ func start(ctx context.Context, cfg *config, opt options) (*instance, error) {
 	}
 
 	var lns []net.Listener
+	var auditLog *audit.Logger
 	closeAll := func() {
 		for _, ln := range lns {
 			_ = ln.Close()
+		}
+		if auditLog != nil {
+			_ = auditLog.Close()
 		}
 		if auditFile != nil {
 			_ = auditFile.Close()
@@ -241,6 +246,9 @@ func start(ctx context.Context, cfg *config, opt options) (*instance, error) {
 		self = append(self, selfAddrs(adminLn.Addr())...)
 	}
 
+	// Buffered: one write per 64 KiB or 200 ms, not one per request.
+	auditLog = audit.NewBuffered(auditW, 200*time.Millisecond)
+	inst.audit = auditLog
 	issuer, roots, err := loadTLS(cfg.TLS, reg)
 	if err != nil {
 		closeAll()
@@ -263,7 +271,7 @@ func start(ctx context.Context, cfg *config, opt options) (*instance, error) {
 		DenyDestinations:  cfg.denyList(),
 		AllowDestinations: []netip.Prefix(cfg.Destinations.Allow),
 		Self:              self,
-		Audit:             audit.New(auditW),
+		Audit:             auditLog,
 		Log:               log,
 		Registerer:        reg,
 		Helpdesk:          cfg.Helpdesk,
@@ -311,6 +319,7 @@ func start(ctx context.Context, cfg *config, opt options) (*instance, error) {
 		// SIGHUP also reopens the audit log, so that logrotate can move it
 		// away and signal, without copytruncate's lost lines.
 		inst.reloader.onHUP = func() {
+			_ = auditLog.Flush() // lines logged before the rotation go to the old file
 			if err := af.reopen(); err != nil {
 				log.Error("cannot reopen the audit log; still writing to the old file", "path", af.path, "error", err)
 			} else {
@@ -340,6 +349,7 @@ func start(ctx context.Context, cfg *config, opt options) (*instance, error) {
 		inst.admin = &http.Server{
 			Handler: proxy.NewAdmin(proxy.AdminConfig{
 				Gatherer: reg,
+				Pprof:    cfg.Admin.Pprof,
 				PAC:      http.HandlerFunc(srv.ServePAC),
 				Reload:   inst.reloader.request,
 				Status:   inst.status,
@@ -468,6 +478,7 @@ func (inst *instance) Shutdown(ctx context.Context) error {
 	inst.cancel()
 	inst.reloader.close()
 	inst.wg.Wait()
+	_ = inst.audit.Close()
 	if inst.auditFile != nil {
 		_ = inst.auditFile.Close()
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"sync"
 	"testing"
 	"time"
 )
@@ -45,4 +46,54 @@ func TestLogDoesNotAllocate(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { l.Log(r) }); n != 0 {
 		t.Errorf("Log allocates %v times per line", n)
 	}
+}
+
+func TestBufferedLoggerFlushes(t *testing.T) {
+	var mu syncBuffer
+	l := NewBuffered(&mu, 20*time.Millisecond)
+	l.Log(&Record{ID: "one", Kind: KindRequest})
+	if mu.Len() != 0 {
+		t.Fatal("a buffered line was written at once")
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for mu.Len() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the flusher did not write the line")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	l.Log(&Record{ID: "two", Kind: KindRequest})
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(mu.Bytes(), []byte(`"id":"two"`)) {
+		t.Fatal("Close did not flush")
+	}
+	l.Log(&Record{ID: "three", Kind: KindRequest}) // after Close: unbuffered
+	if !bytes.Contains(mu.Bytes(), []byte(`"id":"three"`)) {
+		t.Fatal("a line after Close was lost")
+	}
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *syncBuffer) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Len()
+}
+
+func (s *syncBuffer) Bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]byte(nil), s.buf.Bytes()...)
 }
