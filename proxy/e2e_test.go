@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime/multipart"
 	"net"
 	"net/http"
@@ -819,5 +820,38 @@ rules:
 	resp, _ := do(t, h.Client(), newReq(t, "GET", h.URL("jp.example", "/download"), nil, ""))
 	if resp.StatusCode != 200 {
 		t.Fatalf("other paths: %d", resp.StatusCode)
+	}
+}
+
+// TestClientConnectionCloseKeepsUpstreamAlive: a client that closes its own
+// connection after each request (Connection: close) must not make sekisho
+// drop its pooled upstream connection.
+func TestClientConnectionCloseKeepsUpstreamAlive(t *testing.T) {
+	h := proxytest.New(t, proxytest.Options{})
+	for i := 0; i < 5; i++ {
+		c := h.Raw(t)
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: jp.example\r\nConnection: close\r\n\r\n", h.URL("jp.example", "/n"))
+		resp, _ := readResponse(t, bufio.NewReader(c))
+		if resp.StatusCode != 200 || !resp.Close {
+			t.Fatalf("request %d: status %d, close %v (the client asked to close)", i, resp.StatusCode, resp.Close)
+		}
+	}
+	if n := h.JP.Conns(); n != 1 {
+		t.Errorf("5 requests from closing clients made %d upstream connections; want 1", n)
+	}
+}
+
+func TestServerLogRateLimitsAcceptErrors(t *testing.T) {
+	var buf bytes.Buffer
+	l := proxy.NewServerLogForTest(slog.New(slog.NewTextHandler(&buf, nil)))
+	for i := 0; i < 50; i++ {
+		fmt.Fprintf(l, "http: Accept error: accept tcp 127.0.0.1:3128: accept4: too many open files; retrying in 5ms\n")
+	}
+	if n := strings.Count(buf.String(), "cannot accept client connections"); n != 1 {
+		t.Errorf("%d warnings for 50 accept errors in a burst; want 1:\n%s", n, buf.String())
+	}
+	fmt.Fprintf(l, "http: TLS handshake error from 1.2.3.4: EOF\n")
+	if strings.Contains(buf.String(), "TLS handshake") {
+		t.Error("other net/http messages are debug, not shown at info")
 	}
 }

@@ -170,7 +170,12 @@ func (s *Server) onRequest(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Requ
 	removeHopByHop(req.Header, websocket)
 	req.Header.Del("X-Forwarded-For") // never tell a foreign server who inside sent it
 	ctx.RoundTripper = s.rt
-	return req, nil
+	// The client's "Connection: close" is about its own connection: the
+	// upstream one stays in the pool (net/http would close it after this
+	// request). A shallow copy, so that goproxy still sees the client's wish.
+	out := *req
+	out.Close = false
+	return &out, nil
 }
 
 // holdBody reads a bounded prefix of the body when a rule needs to see

@@ -7,10 +7,12 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -258,7 +260,7 @@ func New(cfg Config) (*Server, error) {
 		ReadHeaderTimeout: s.limits.ReadHeaderTimeout,
 		IdleTimeout:       s.limits.IdleTimeout,
 		MaxHeaderBytes:    s.limits.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ErrorLog:          log.New(&serverLog{log: s.log}, "", 0),
 		// Every request must reach ServeHTTP, so that the framing check
 		// consumes exactly one verdict per request (net/http would answer
 		// "OPTIONS *" itself).
@@ -279,6 +281,32 @@ func New(cfg Config) (*Server, error) {
 		},
 	}
 	return s, nil
+}
+
+// serverLog receives net/http's own messages. Accept errors — most often
+// running out of file descriptors, when clients wait unserved — are
+// warnings, at most one every 10 s with the count of those held back; the
+// rest (clients that misbehave) are debug.
+type serverLog struct {
+	log        *slog.Logger
+	last       atomic.Int64
+	suppressed atomic.Int64
+}
+
+func (w *serverLog) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	if strings.Contains(msg, "Accept error") {
+		now, last := time.Now().UnixNano(), w.last.Load()
+		if now-last >= int64(10*time.Second) && w.last.CompareAndSwap(last, now) {
+			w.log.Warn("cannot accept client connections (out of file descriptors? raise LimitNOFILE)",
+				"error", msg, "suppressed", w.suppressed.Swap(0))
+		} else {
+			w.suppressed.Add(1)
+		}
+		return len(p), nil
+	}
+	w.log.Debug("http server", "msg", msg)
+	return len(p), nil
 }
 
 // slogPrintf adapts goproxy's Printf logger to slog at debug level.
