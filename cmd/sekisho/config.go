@@ -25,19 +25,20 @@ import (
 // (listeners, files, limits). The policy lives in the rules files it names,
 // which reload live.
 type config struct {
-	Version      int          `yaml:"version"`
-	Listen       stringList   `yaml:"listen"`
-	AdminListen  string       `yaml:"admin_listen"`
-	Admin        adminConfig  `yaml:"admin"`
-	Rules        string       `yaml:"rules"`
-	Geo          geoConfig    `yaml:"geo"`
-	Log          logConfig    `yaml:"log"`
-	Clients      clientConfig `yaml:"clients"`
-	Destinations destConfig   `yaml:"destinations"`
-	Helpdesk     string       `yaml:"helpdesk"`
-	Limits       limitsConfig `yaml:"limits"`
-	TLS          tlsConfig    `yaml:"tls"`
-	PAC          pacConfig    `yaml:"pac"`
+	Version      int            `yaml:"version"`
+	Listen       stringList     `yaml:"listen"`
+	AdminListen  string         `yaml:"admin_listen"`
+	Admin        adminConfig    `yaml:"admin"`
+	Rules        string         `yaml:"rules"`
+	Geo          geoConfig      `yaml:"geo"`
+	Log          logConfig      `yaml:"log"`
+	Clients      clientConfig   `yaml:"clients"`
+	Destinations destConfig     `yaml:"destinations"`
+	Helpdesk     string         `yaml:"helpdesk"`
+	Limits       limitsConfig   `yaml:"limits"`
+	TLS          tlsConfig      `yaml:"tls"`
+	Resolver     resolverConfig `yaml:"resolver"`
+	PAC          pacConfig      `yaml:"pac"`
 
 	path string   // where it was read from ("" = built-in defaults)
 	sum  [32]byte // sha256 of the file
@@ -147,6 +148,11 @@ func restartFields(running, next *config) []string {
 		}
 	}
 	return out
+}
+
+// resolverConfig adds static names in front of the system resolver.
+type resolverConfig struct {
+	HostsFile string `yaml:"hosts_file"`
 }
 
 // adminConfig tunes the admin listener.
@@ -312,6 +318,7 @@ func loadConfig(path string) (*config, error) {
 	cfg.Rules = abs(cfg.Rules)
 	cfg.Geo.Database = abs(cfg.Geo.Database)
 	cfg.TLS.CADir = abs(cfg.TLS.CADir)
+	cfg.Resolver.HostsFile = abs(cfg.Resolver.HostsFile)
 	for i, r := range cfg.TLS.UpstreamRoots {
 		cfg.TLS.UpstreamRoots[i] = abs(r)
 	}

@@ -106,6 +106,14 @@ Flags (before or after METHOD URL):
 	if resolver == nil {
 		resolver = net.DefaultResolver
 	}
+	if cfg.Resolver.HostsFile != "" {
+		hr, err := loadHostsFile(cfg.Resolver.HostsFile, resolver)
+		if err != nil {
+			fmt.Fprintf(stderr, "%v\n", err)
+			return 1
+		}
+		resolver = hr
+	}
 
 	f := rules.Facts{Method: method, Final: true}
 	var scheme string

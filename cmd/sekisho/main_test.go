@@ -537,3 +537,25 @@ log:
 	waitFile(auditPath, `"kind":"request"`)
 	waitFile(auditPath+".1", `"kind":"request"`)
 }
+
+func TestResolverHostsFile(t *testing.T) {
+	dir := t.TempDir()
+	hosts := filepath.Join(dir, "hosts")
+	writeFile(t, hosts, "# staging names\n127.0.1.1  Intranet.Example  files.intranet.example\n127.0.2.1 korea.example # abroad\n")
+	rulesPath := filepath.Join(dir, "rules.yaml")
+	writeFile(t, rulesPath, blockKR)
+	e := boot(t, rulesPath, "resolver:\n  hosts_file: "+hosts+"\n")
+	if got := e.uploadStatus(t, "intranet.example"); got != 200 {
+		t.Errorf("a name from the hosts file: %d, want 200 (JP site)", got)
+	}
+	if got := e.uploadStatus(t, "korea.example"); got != 403 {
+		t.Errorf("an upload to a hosts-file name in KR: %d, want 403", got)
+	}
+	if got := e.uploadStatus(t, "jp.example"); got != 200 {
+		t.Errorf("names not in the file still resolve: %d", got)
+	}
+	writeFile(t, hosts, "not-an-address name\n")
+	if _, err := loadHostsFile(hosts, nil); err == nil || !strings.Contains(err.Error(), hosts+":1:") {
+		t.Errorf("bad hosts file: %v", err)
+	}
+}

@@ -246,6 +246,18 @@ func start(ctx context.Context, cfg *config, opt options) (*instance, error) {
 		self = append(self, selfAddrs(adminLn.Addr())...)
 	}
 
+	if cfg.Resolver.HostsFile != "" {
+		var next dial.Resolver = net.DefaultResolver
+		if opt.resolver != nil {
+			next = opt.resolver
+		}
+		hr, err := loadHostsFile(cfg.Resolver.HostsFile, next)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		opt.resolver = hr
+	}
 	// Buffered: one write per 64 KiB or 200 ms, not one per request.
 	auditLog = audit.NewBuffered(auditW, 200*time.Millisecond)
 	inst.audit = auditLog
