@@ -4,7 +4,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -117,13 +119,37 @@ func (c *Conn) NetConn() net.Conn { return c.conn }
 func (c *Conn) Write(p []byte) (int, error) { return c.conn.Write(p) }
 
 // ReadFrom lets io.Copy(conn, src) use the wrapped connection's ReadFrom
-// (splice or sendfile for a *net.TCPConn). Only the write direction is
+// when the kernel can move the bytes (splice or sendfile from a socket or
+// a file). Any other source is copied through a pooled buffer: the
+// connection's own fallback allocates 32 KiB per call, and net/http calls
+// it for every response longer than 512 bytes, so on a busy proxy that one
+// allocation was most of the garbage. Only the write direction is
 // forwarded: reads must go through Read to be scanned.
 func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
-	if rf, ok := c.conn.(io.ReaderFrom); ok {
+	if rf, ok := c.conn.(io.ReaderFrom); ok && kernelCopyable(r) {
 		return rf.ReadFrom(r)
 	}
-	return io.Copy(writerOnly{c.conn}, r)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	return io.CopyBuffer(writerOnly{c.conn}, r, *bp)
+}
+
+// copyBufs are the buffers of ReadFrom's copies.
+var copyBufs = sync.Pool{New: func() any {
+	b := make([]byte, 32<<10)
+	return &b
+}}
+
+// kernelCopyable reports whether a *net.TCPConn's ReadFrom can splice or
+// sendfile from r.
+func kernelCopyable(r io.Reader) bool {
+	switch r := r.(type) {
+	case *net.TCPConn, *net.UnixConn, *os.File:
+		return true
+	case *io.LimitedReader:
+		return kernelCopyable(r.R)
+	}
+	return false
 }
 
 // writerOnly hides every method but Write, so that io.Copy cannot loop back
