@@ -17,6 +17,7 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -853,5 +854,54 @@ func TestServerLogRateLimitsAcceptErrors(t *testing.T) {
 	fmt.Fprintf(l, "http: TLS handshake error from 1.2.3.4: EOF\n")
 	if strings.Contains(buf.String(), "TLS handshake") {
 		t.Error("other net/http messages are debug, not shown at info")
+	}
+}
+
+// TestUpstreamSilentCloseRetried: a domestic server that closes every
+// kept-alive connection after one answer, without "Connection: close" (an
+// idle timeout racing the next request), costs the client nothing: the GET
+// is sent again on a new connection, and no 502 reaches the browser.
+func TestUpstreamSilentCloseRetried(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.1.9:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer c.Close()
+				if req, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+					req.Body.Close()
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}()
+		}
+	}()
+	res := proxytest.DefaultResolver()
+	res["flaky.example"] = []netip.Addr{netip.MustParseAddr("127.0.1.9")}
+	h := proxytest.New(t, proxytest.Options{Resolver: res})
+	port := ln.Addr().(*net.TCPAddr).Port
+	client := h.Client()
+	for i := range 4 {
+		resp, err := client.Get(fmt.Sprintf("http://flaky.example:%d/%d", port, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "ok" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+		time.Sleep(20 * time.Millisecond) // the close reaches the proxy's pooled connection
+	}
+	if n := conns.Load(); n != 4 {
+		t.Errorf("upstream saw %d connections, want 4", n)
 	}
 }

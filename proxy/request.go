@@ -17,6 +17,7 @@ import (
 
 	"github.com/sekisho/sekisho/geo"
 	"github.com/sekisho/sekisho/proxy/dial"
+	"github.com/sekisho/sekisho/proxy/h1client"
 	"github.com/sekisho/sekisho/proxy/metrics"
 	"github.com/sekisho/sekisho/proxy/pages"
 	"github.com/sekisho/sekisho/proxy/upload"
@@ -216,6 +217,8 @@ func (s *Server) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Resp
 	var err error
 	if req.URL.Scheme == "https" {
 		resp, err = s.tlsTransport(st.facts.Host, st.target.Addr).RoundTrip(req)
+	} else if h1client.Eligible(req) {
+		resp, err = s.h1.RoundTrip(req, st.target.Addr)
 	} else {
 		resp, err = s.tr.RoundTrip(req)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/sekisho/sekisho/proxy/audit"
 	"github.com/sekisho/sekisho/proxy/dial"
 	"github.com/sekisho/sekisho/proxy/framing"
+	"github.com/sekisho/sekisho/proxy/h1client"
 	"github.com/sekisho/sekisho/proxy/metrics"
 	"github.com/sekisho/sekisho/proxy/mitm"
 	"github.com/sekisho/sekisho/proxy/pages"
@@ -153,6 +154,7 @@ type Server struct {
 	dialer  *dial.Dialer
 	gp      *goproxy.ProxyHttpServer
 	tr      *http.Transport
+	h1      *h1client.Client // bodyless plain GET/HEAD: no Transport goroutines
 	rt      goproxy.RoundTripper
 	metrics *metrics.Metrics
 	audit   *audit.Logger
@@ -237,6 +239,15 @@ func New(cfg Config) (*Server, error) {
 		ResponseHeaderTimeout:  s.limits.ResponseHeaderTimeout,
 		ExpectContinueTimeout:  time.Second,
 		DisableCompression:     true, // pass the client's Accept-Encoding and the body through untouched
+		MaxResponseHeaderBytes: 256 << 10,
+	}
+	s.h1 = &h1client.Client{
+		Dial: func(ctx context.Context, ap netip.AddrPort) (net.Conn, error) {
+			return s.dialer.Dial(ctx, ap)
+		},
+		MaxIdlePerAddr:         s.limits.MaxIdleConnsPerHost,
+		IdleTimeout:            90 * time.Second,
+		ResponseHeaderTimeout:  s.limits.ResponseHeaderTimeout,
 		MaxResponseHeaderBytes: 256 << 10,
 	}
 	s.rt = goproxy.RoundTripperFunc(s.roundTrip)
@@ -362,6 +373,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		break
 	}
 	s.tr.CloseIdleConnections()
+	s.h1.CloseIdleConnections(true)
 	s.tlsTrs.closeIdle()
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		_ = s.srv.Close()
