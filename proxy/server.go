@@ -232,7 +232,7 @@ func New(cfg Config) (*Server, error) {
 	// somewhere the decision did not look at.
 	s.tr = &http.Transport{
 		Proxy:                  nil, // never chain through $HTTP_PROXY
-		DialContext:            s.dialer.DialContext,
+		DialContext:            s.dialUpstream,
 		MaxIdleConns:           4 * s.limits.MaxIdleConnsPerHost,
 		MaxIdleConnsPerHost:    s.limits.MaxIdleConnsPerHost,
 		IdleConnTimeout:        90 * time.Second,
