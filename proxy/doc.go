@@ -13,9 +13,10 @@
 // of the body is held back only when a rule needs it); a blocked request is
 // answered with the block page before anything is dialed, without reading
 // its body; an allowed one is sent to exactly the pinned address, its body
-// streaming through (bodyless GET and HEAD by package h1client on the
-// handler's goroutine, everything else by net/http's Transport); the audit
-// line and the metrics close the request.
+// streaming through (bodyless GET and HEAD, plain or inside an intercepted
+// tunnel, by package h1client on the handler's goroutine; everything else
+// by net/http's Transport); the audit line and the metrics close the
+// request.
 //
 // Non-goals: the proxy does not read files or parse rules (it is handed a
 // RulesSource and a geo Locator), and it does not decide anything the rules

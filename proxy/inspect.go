@@ -154,16 +154,14 @@ func (s *Server) tlsTransport(host string, addr netip.AddrPort) *http.Transport 
 		t.lru.MoveToFront(el)
 		return el.Value.(*tlsTransportEntry).tr
 	}
+	tlsCfg := s.upstreamTLS.Clone()
+	tlsCfg.ServerName = host
 	tr := &http.Transport{
 		Proxy: nil,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return s.dialer.Dial(ctx, addr) // the pinned address, whatever the name
 		},
-		TLSClientConfig: &tls.Config{
-			ServerName: host,
-			RootCAs:    s.cfg.UpstreamRoots, // nil: the system roots
-			MinVersion: tls.VersionTLS12,
-		},
+		TLSClientConfig: tlsCfg,
 		// HTTP/1.1 upstream: a pool of kept-alive connections. With HTTP/2
 		// every request to a host would share one connection, whose single
 		// reader caps throughput (measured: warm intercepted handshakes ran

@@ -215,10 +215,14 @@ func (s *Server) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Resp
 	}
 	var resp *http.Response
 	var err error
+	tlsName := "" // the name the upstream certificate must be valid for
 	if req.URL.Scheme == "https" {
-		resp, err = s.tlsTransport(st.facts.Host, st.target.Addr).RoundTrip(req)
-	} else if h1client.Eligible(req) {
-		resp, err = s.h1.RoundTrip(req, st.target.Addr)
+		tlsName = st.facts.Host
+	}
+	if h1client.Eligible(req) {
+		resp, err = s.h1.RoundTrip(req, st.target.Addr, tlsName)
+	} else if tlsName != "" {
+		resp, err = s.tlsTransport(tlsName, st.target.Addr).RoundTrip(req)
 	} else {
 		resp, err = s.tr.RoundTrip(req)
 	}

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -165,9 +166,14 @@ type Server struct {
 	idPrefix string
 	idSeq    atomic.Uint64
 
-	issuer  *mitm.Issuer
-	tlsTrs  tlsTransports
-	connSem chan struct{} // one slot per client connection, across listeners
+	issuer *mitm.Issuer
+	tlsTrs tlsTransports
+	// upstreamTLS is the base client TLS config of intercepted requests:
+	// roots, minimum version, and a session cache shared by every pool
+	// (a new upstream connection to a known name resumes instead of
+	// verifying the chain again).
+	upstreamTLS *tls.Config
+	connSem     chan struct{} // one slot per client connection, across listeners
 	// acceptWaiting counts slots taken by listeners waiting in Accept.
 	acceptWaiting atomic.Int64
 	tunnelsMu     sync.Mutex
@@ -241,14 +247,22 @@ func New(cfg Config) (*Server, error) {
 		DisableCompression:     true, // pass the client's Accept-Encoding and the body through untouched
 		MaxResponseHeaderBytes: 256 << 10,
 	}
+	s.upstreamTLS = &tls.Config{
+		RootCAs:            cfg.UpstreamRoots, // nil: the system roots
+		MinVersion:         tls.VersionTLS12,
+		ClientSessionCache: tls.NewLRUClientSessionCache(1024),
+	}
 	s.h1 = &h1client.Client{
 		Dial: func(ctx context.Context, ap netip.AddrPort) (net.Conn, error) {
 			return s.dialer.Dial(ctx, ap)
 		},
 		MaxIdlePerAddr:         s.limits.MaxIdleConnsPerHost,
+		MaxIdle:                4 * s.limits.MaxIdleConnsPerHost,
 		IdleTimeout:            90 * time.Second,
 		ResponseHeaderTimeout:  s.limits.ResponseHeaderTimeout,
 		MaxResponseHeaderBytes: 256 << 10,
+		TLSConfig:              s.upstreamTLS,
+		TLSHandshakeTimeout:    10 * time.Second,
 	}
 	s.rt = goproxy.RoundTripperFunc(s.roundTrip)
 

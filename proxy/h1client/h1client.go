@@ -1,6 +1,6 @@
 // Package h1client sends bodyless HTTP/1.1 requests (GET and HEAD) to a
 // pinned upstream address on the caller's goroutine, over a pool of
-// kept-alive connections.
+// kept-alive connections, plain or TLS.
 //
 // It exists for speed under load. net/http's Transport runs every exchange
 // through two more goroutines per connection (a write loop and a read
@@ -9,13 +9,19 @@
 // cores, those hand-offs are a tenth of the CPU and most of the tail
 // latency. A bodyless request needs none of that: write it, read the
 // response head, and let the caller read the body. Requests with a body
-// (uploads, where the server may answer before the body is sent),
-// upgrades and TLS keep using net/http's Transport.
+// (uploads, where the server may answer before the body is sent) and
+// upgrades keep using net/http's Transport.
+//
+// A TLS connection is verified for the name it was dialed for and pooled
+// under that name and address together, so that a connection verified for
+// one name never carries a request for another.
 package h1client
 
 import (
 	"bufio"
+	"container/list"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -36,6 +42,10 @@ type Client struct {
 	// MaxIdlePerAddr bounds the kept-alive connections per address
 	// (default 256).
 	MaxIdlePerAddr int
+	// MaxIdle bounds the kept-alive connections in all (default 1024):
+	// beyond it the least recently used one is closed, so that a day of
+	// browsing thousands of sites does not hold thousands of sockets.
+	MaxIdle int
 	// IdleTimeout closes a pooled connection unused this long
 	// (default 90 s).
 	IdleTimeout time.Duration
@@ -44,19 +54,33 @@ type Client struct {
 	ResponseHeaderTimeout time.Duration
 	// MaxResponseHeaderBytes bounds the response head (default 256 KiB).
 	MaxResponseHeaderBytes int64
+	// TLSConfig is the base of the client side of https connections
+	// (roots, minimum version, session cache); ServerName and NextProtos
+	// are set per connection. nil: the system roots.
+	TLSConfig *tls.Config
+	// TLSHandshakeTimeout bounds the upstream TLS handshake (default 10 s).
+	TLSHandshakeTimeout time.Duration
 
 	mu     sync.Mutex
-	idle   map[netip.AddrPort][]*conn
+	idle   map[poolKey][]*conn
+	lru    list.List // of *conn, every pooled one, most recently pooled first
 	closed bool
 }
 
-// Eligible reports whether req can take this path: GET or HEAD, plain
-// HTTP, no body, no protocol upgrade.
+// poolKey is what a pooled connection may be reused for: the address it
+// is connected to and, for TLS, the name its certificate was verified for.
+type poolKey struct {
+	addr    netip.AddrPort
+	tlsName string // "": plain HTTP
+}
+
+// Eligible reports whether req can take this path: GET or HEAD, http or
+// https, no body, no protocol upgrade.
 func Eligible(req *http.Request) bool {
 	if req.Method != http.MethodGet && req.Method != http.MethodHead {
 		return false
 	}
-	if req.URL.Scheme != "http" || (req.Body != nil && req.Body != http.NoBody) ||
+	if (req.URL.Scheme != "http" && req.URL.Scheme != "https") || (req.Body != nil && req.Body != http.NoBody) ||
 		req.ContentLength > 0 || len(req.TransferEncoding) > 0 {
 		return false
 	}
@@ -67,12 +91,13 @@ func Eligible(req *http.Request) bool {
 // conn is one upstream connection.
 type conn struct {
 	cl    *Client
-	addr  netip.AddrPort
+	key   poolKey
 	nc    net.Conn
 	lr    *limitReader
 	br    *bufio.Reader
 	bw    *bufio.Writer
-	timer *time.Timer // closes it when idle too long
+	timer *time.Timer   // closes it when idle too long
+	elem  *list.Element // in Client.lru while pooled
 	// reused is set when it comes from the pool: a failure before any
 	// response byte may then be the server's idle close, and is retried.
 	reused bool
@@ -110,10 +135,19 @@ func (l *limitReader) Read(p []byte) (int, error) {
 // body was read to its end. A request on a pooled connection that the
 // server had closed is sent once more on a new connection (GET and HEAD
 // are idempotent).
-func (cl *Client) RoundTrip(req *http.Request, addr netip.AddrPort) (*http.Response, error) {
+//
+// With tlsName set, the connection is TLS and the server's certificate
+// must be valid for tlsName (the name the client asked for, whatever
+// address it resolved to); an empty tlsName means plain HTTP, and an
+// https request then fails.
+func (cl *Client) RoundTrip(req *http.Request, addr netip.AddrPort, tlsName string) (*http.Response, error) {
+	if (req.URL.Scheme == "https") != (tlsName != "") {
+		return nil, fmt.Errorf("h1client: %s request with TLS name %q", req.URL.Scheme, tlsName)
+	}
 	ctx := req.Context()
+	key := poolKey{addr, tlsName}
 	for attempt := 0; ; attempt++ {
-		c, err := cl.get(ctx, addr, attempt > 0)
+		c, err := cl.get(ctx, key, attempt > 0)
 		if err != nil {
 			return nil, err
 		}
@@ -240,15 +274,17 @@ func (cl *Client) maxHeaderBytes() int64 {
 	return 256 << 10
 }
 
-// get returns a pooled connection to addr, or dials one (always, when
+// get returns a pooled connection for key, or dials one (always, when
 // fresh is set).
-func (cl *Client) get(ctx context.Context, addr netip.AddrPort, fresh bool) (*conn, error) {
+func (cl *Client) get(ctx context.Context, key poolKey, fresh bool) (*conn, error) {
 	if !fresh {
 		cl.mu.Lock()
-		if l := cl.idle[addr]; len(l) > 0 {
+		if l := cl.idle[key]; len(l) > 0 {
 			c := l[len(l)-1] // the most recently used: least likely closed by the server
 			l[len(l)-1] = nil
-			cl.idle[addr] = l[:len(l)-1]
+			cl.idle[key] = l[:len(l)-1]
+			cl.lru.Remove(c.elem)
+			c.elem = nil
 			cl.mu.Unlock()
 			c.timer.Stop()
 			c.reused = true
@@ -256,15 +292,51 @@ func (cl *Client) get(ctx context.Context, addr netip.AddrPort, fresh bool) (*co
 		}
 		cl.mu.Unlock()
 	}
-	nc, err := cl.Dial(ctx, addr)
+	nc, err := cl.Dial(ctx, key.addr)
 	if err != nil {
 		return nil, err
 	}
-	c := &conn{cl: cl, addr: addr, nc: nc}
+	if key.tlsName != "" {
+		if nc, err = cl.handshake(ctx, nc, key.tlsName); err != nil {
+			return nil, err
+		}
+	}
+	c := &conn{cl: cl, key: key, nc: nc}
 	c.lr = &limitReader{r: nc, n: -1}
 	c.br = bufio.NewReaderSize(c.lr, 4<<10)
 	c.bw = bufio.NewWriterSize(nc, 4<<10)
 	return c, nil
+}
+
+// handshake runs the client side of TLS on nc for name, offering only
+// HTTP/1.1. A failure (an untrusted or mismatched certificate among them)
+// closes nc and is returned wrapped, so that errors.As finds
+// *tls.CertificateVerificationError.
+func (cl *Client) handshake(ctx context.Context, nc net.Conn, name string) (net.Conn, error) {
+	var cfg *tls.Config
+	if cl.TLSConfig != nil {
+		cfg = cl.TLSConfig.Clone()
+	} else {
+		cfg = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	cfg.ServerName = name
+	cfg.NextProtos = []string{"http/1.1"}
+	timeout := cl.TLSHandshakeTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	hctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tc := tls.Client(nc, cfg)
+	if err := tc.HandshakeContext(hctx); err != nil {
+		_ = nc.Close()
+		return nil, fmt.Errorf("TLS handshake with %s: %w", name, err)
+	}
+	if p := tc.ConnectionState().NegotiatedProtocol; p != "" && p != "http/1.1" {
+		_ = tc.Close()
+		return nil, fmt.Errorf("TLS handshake with %s: server chose protocol %q, not http/1.1", name, p)
+	}
+	return tc, nil
 }
 
 // put returns c to the pool, or closes it when the pool is full or shut.
@@ -278,40 +350,62 @@ func (cl *Client) put(c *conn) {
 		max = 256
 	}
 	cl.mu.Lock()
-	if cl.closed || len(cl.idle[c.addr]) >= max {
+	if cl.closed || len(cl.idle[c.key]) >= max {
 		cl.mu.Unlock()
 		c.close()
 		return
 	}
 	if cl.idle == nil {
-		cl.idle = map[netip.AddrPort][]*conn{}
+		cl.idle = map[poolKey][]*conn{}
 	}
-	cl.idle[c.addr] = append(cl.idle[c.addr], c)
+	cl.idle[c.key] = append(cl.idle[c.key], c)
+	c.elem = cl.lru.PushFront(c)
 	if c.timer == nil {
 		c.timer = time.AfterFunc(idle, func() { cl.expire(c) })
 	} else {
 		c.timer.Reset(idle)
 	}
+	maxAll := cl.MaxIdle
+	if maxAll <= 0 {
+		maxAll = 1024
+	}
+	var evicted *conn
+	if cl.lru.Len() > maxAll {
+		evicted = cl.lru.Back().Value.(*conn)
+		cl.removeLocked(evicted)
+	}
 	cl.mu.Unlock()
+	if evicted != nil {
+		evicted.close()
+	}
+}
+
+// removeLocked takes c out of the pool; it reports whether c was there.
+func (cl *Client) removeLocked(c *conn) bool {
+	if c.elem == nil {
+		return false
+	}
+	cl.lru.Remove(c.elem)
+	c.elem = nil
+	l := cl.idle[c.key]
+	for i, x := range l {
+		if x == c {
+			l = append(l[:i], l[i+1:]...)
+			break
+		}
+	}
+	if len(l) == 0 {
+		delete(cl.idle, c.key)
+	} else {
+		cl.idle[c.key] = l
+	}
+	return true
 }
 
 // expire removes c from the pool when its idle timer fires.
 func (cl *Client) expire(c *conn) {
 	cl.mu.Lock()
-	l := cl.idle[c.addr]
-	found := false
-	for i, x := range l {
-		if x == c {
-			l = append(l[:i], l[i+1:]...)
-			found = true
-			break
-		}
-	}
-	if len(l) == 0 {
-		delete(cl.idle, c.addr)
-	} else {
-		cl.idle[c.addr] = l
-	}
+	found := cl.removeLocked(c)
 	cl.mu.Unlock()
 	if found {
 		c.close()
@@ -331,6 +425,12 @@ func (cl *Client) CloseIdleConnections(shutdown bool) {
 	cl.mu.Lock()
 	idle := cl.idle
 	cl.idle = nil
+	for _, l := range idle {
+		for _, c := range l {
+			c.elem = nil
+		}
+	}
+	cl.lru.Init()
 	if shutdown {
 		cl.closed = true
 	}

@@ -3,6 +3,8 @@ package h1client_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
@@ -50,7 +52,7 @@ func get(t *testing.T, method, url string) *http.Request {
 
 func roundTrip(t *testing.T, cl *h1client.Client, ap netip.AddrPort, method, path string) (int, string) {
 	t.Helper()
-	resp, err := cl.RoundTrip(get(t, method, "http://"+ap.String()+path), ap)
+	resp, err := cl.RoundTrip(get(t, method, "http://"+ap.String()+path), ap, "")
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -107,7 +109,7 @@ func TestUnreadBodyClosesConn(t *testing.T) {
 		io.WriteString(w, big)
 	})
 	cl := &h1client.Client{Dial: dialer(t)}
-	resp, err := cl.RoundTrip(get(t, "GET", "http://"+ap.String()+"/"), ap)
+	resp, err := cl.RoundTrip(get(t, "GET", "http://"+ap.String()+"/"), ap, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +225,7 @@ func TestUnaskedSwitchingProtocols(t *testing.T) {
 		}
 	})
 	cl := &h1client.Client{Dial: dialer(t)}
-	if _, err := cl.RoundTrip(get(t, "GET", "http://"+ap.String()+"/"), ap); err == nil || !strings.Contains(err.Error(), "switched protocols") {
+	if _, err := cl.RoundTrip(get(t, "GET", "http://"+ap.String()+"/"), ap, ""); err == nil || !strings.Contains(err.Error(), "switched protocols") {
 		t.Errorf("err = %v", err)
 	}
 }
@@ -237,7 +239,7 @@ func TestResponseHeaderTimeout(t *testing.T) {
 	})
 	cl := &h1client.Client{Dial: dialer(t), ResponseHeaderTimeout: 100 * time.Millisecond}
 	start := time.Now()
-	_, err := cl.RoundTrip(get(t, "GET", "http://"+ap.String()+"/"), ap)
+	_, err := cl.RoundTrip(get(t, "GET", "http://"+ap.String()+"/"), ap, "")
 	var ne net.Error
 	if err == nil || !errors.As(err, &ne) || !ne.Timeout() || !strings.Contains(err.Error(), "awaiting response headers") {
 		t.Fatalf("err = %v", err)
@@ -261,7 +263,7 @@ func TestHeaderTooLarge(t *testing.T) {
 		}
 	})
 	cl := &h1client.Client{Dial: dialer(t), MaxResponseHeaderBytes: 16 << 10}
-	if _, err := cl.RoundTrip(get(t, "GET", "http://"+ap.String()+"/"), ap); err == nil || !strings.Contains(err.Error(), "header too large") {
+	if _, err := cl.RoundTrip(get(t, "GET", "http://"+ap.String()+"/"), ap, ""); err == nil || !strings.Contains(err.Error(), "header too large") {
 		t.Errorf("err = %v", err)
 	}
 }
@@ -278,7 +280,7 @@ func TestCancel(t *testing.T) {
 	time.AfterFunc(100*time.Millisecond, cancel)
 	req := get(t, "GET", "http://"+ap.String()+"/").WithContext(ctx)
 	start := time.Now()
-	if _, err := cl.RoundTrip(req, ap); !errors.Is(err, context.Canceled) {
+	if _, err := cl.RoundTrip(req, ap, ""); !errors.Is(err, context.Canceled) {
 		t.Errorf("err = %v, want context.Canceled", err)
 	}
 	if d := time.Since(start); d > time.Second {
@@ -303,7 +305,7 @@ func TestIdleTimeoutAndLimits(t *testing.T) {
 	for range 3 {
 		go func() {
 			defer func() { done <- struct{}{} }()
-			resp, err := cl.RoundTrip(get(t, "GET", "http://"+ap.String()+"/wait"), ap)
+			resp, err := cl.RoundTrip(get(t, "GET", "http://"+ap.String()+"/wait"), ap, "")
 			if err != nil {
 				t.Error(err)
 				return
@@ -347,7 +349,8 @@ func TestEligible(t *testing.T) {
 		{"POST", "http://example.org/", strings.NewReader("x"), "", false},
 		{"GET", "http://example.org/", strings.NewReader("x"), "", false},
 		{"DELETE", "http://example.org/", nil, "", false},
-		{"GET", "https://example.org/", nil, "", false},
+		{"GET", "https://example.org/", nil, "", true},
+		{"GET", "ftp://example.org/", nil, "", false},
 		{"GET", "http://example.org/", nil, "websocket", false},
 	} {
 		req, _ := http.NewRequest(c.method, c.url, c.body)
@@ -357,5 +360,140 @@ func TestEligible(t *testing.T) {
 		if got := h1client.Eligible(req); got != c.want {
 			t.Errorf("%s %s body=%v upgrade=%q: %v, want %v", c.method, c.url, c.body != nil, c.hdr, got, c.want)
 		}
+	}
+}
+
+// tlsServer is an httptest TLS server (its certificate is for example.com
+// and 127.0.0.1) that counts the TLS handshakes it completed.
+func tlsServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, netip.AddrPort, *atomic.Int64) {
+	t.Helper()
+	var handshakes atomic.Int64
+	srv := httptest.NewUnstartedServer(h)
+	srv.TLS = &tls.Config{VerifyConnection: func(tls.ConnectionState) error { handshakes.Add(1); return nil }}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv, netip.MustParseAddrPort(srv.Listener.Addr().String()), &handshakes
+}
+
+func tlsClient(t *testing.T, srv *httptest.Server) *h1client.Client {
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	return &h1client.Client{Dial: dialer(t), TLSConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}
+}
+
+func tlsGet(t *testing.T, cl *h1client.Client, ap netip.AddrPort, name, path string) (*http.Response, error) {
+	t.Helper()
+	req := get(t, "GET", "https://"+name+path)
+	resp, err := cl.RoundTrip(req, ap, name)
+	if err != nil {
+		return nil, err
+	}
+	b, rerr := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if rerr != nil {
+		t.Fatalf("GET %s body: %v", path, rerr)
+	}
+	resp.Body = io.NopCloser(strings.NewReader(string(b)))
+	return resp, nil
+}
+
+// TestTLSReuse: kept-alive TLS requests share one verified connection,
+// which is pooled under its name: another name on the same address gets
+// its own connection (and its own verification).
+func TestTLSReuse(t *testing.T) {
+	srv, ap, handshakes := tlsServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || r.TLS.NegotiatedProtocol != "http/1.1" {
+			t.Errorf("request over %+v, want TLS with ALPN http/1.1", r.TLS)
+		}
+		io.WriteString(w, "host="+r.Host)
+	})
+	cl := tlsClient(t, srv)
+	for i := 0; i < 3; i++ {
+		resp, err := tlsGet(t, cl, ap, "example.com", "/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := io.ReadAll(resp.Body); string(b) != "host=example.com" {
+			t.Fatalf("body %q", b)
+		}
+	}
+	if n := handshakes.Load(); n != 1 {
+		t.Errorf("%d TLS handshakes for 3 kept-alive requests, want 1", n)
+	}
+	if _, err := tlsGet(t, cl, ap, "127.0.0.1", "/"); err != nil {
+		t.Fatal(err)
+	}
+	if n := handshakes.Load(); n != 2 {
+		t.Errorf("%d TLS handshakes after a request for another name, want 2", n)
+	}
+	if n := cl.IdleConns(); n != 2 {
+		t.Errorf("%d pooled connections, want 2 (one per name)", n)
+	}
+}
+
+// TestTLSVerification: an untrusted certificate, or one for another name,
+// fails with the verification error (which sekisho's 502 page names), and
+// no request is sent.
+func TestTLSVerification(t *testing.T) {
+	var requests atomic.Int64
+	srv, ap, _ := tlsServer(t, func(w http.ResponseWriter, r *http.Request) { requests.Add(1) })
+	var certErr *tls.CertificateVerificationError
+
+	untrusted := &h1client.Client{Dial: dialer(t), TLSConfig: &tls.Config{RootCAs: x509.NewCertPool()}}
+	_, err := tlsGet(t, untrusted, ap, "example.com", "/")
+	if !errors.As(err, &certErr) {
+		t.Errorf("untrusted certificate: %v, want a *tls.CertificateVerificationError", err)
+	}
+	_, err = tlsGet(t, tlsClient(t, srv), ap, "other.example", "/")
+	if !errors.As(err, &certErr) || !strings.Contains(err.Error(), "other.example") {
+		t.Errorf("certificate for another name: %v, want a verification error naming other.example", err)
+	}
+	if n := requests.Load(); n != 0 {
+		t.Errorf("server got %d requests over unverified connections", n)
+	}
+	if _, err := untrusted.RoundTrip(get(t, "GET", "https://example.com/"), ap, ""); err == nil {
+		t.Error("https request without a TLS name: no error")
+	}
+}
+
+// TestTLSStaleConnRetried: a pooled TLS connection that the server closed
+// while idle (close_notify) costs a new connection, not an error.
+func TestTLSStaleConnRetried(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	srv.Config.IdleTimeout = 20 * time.Millisecond
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	ap := netip.MustParseAddrPort(srv.Listener.Addr().String())
+	cl := tlsClient(t, srv)
+	for i := 0; i < 2; i++ {
+		if _, err := tlsGet(t, cl, ap, "example.com", "/"); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		time.Sleep(100 * time.Millisecond) // the server closes the idle connection
+	}
+}
+
+// TestMaxIdleEvictsLeastRecent: beyond MaxIdle pooled connections in all,
+// the least recently pooled one is closed, and the busy address keeps its
+// connection.
+func TestMaxIdleEvictsLeastRecent(t *testing.T) {
+	cl := &h1client.Client{Dial: dialer(t), MaxIdle: 2}
+	var aps []netip.AddrPort
+	var conns []*atomic.Int64
+	for range 3 {
+		_, ap, n := server(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+		aps, conns = append(aps, ap), append(conns, n)
+	}
+	roundTrip(t, cl, aps[0], "GET", "/")
+	roundTrip(t, cl, aps[1], "GET", "/")
+	roundTrip(t, cl, aps[0], "GET", "/") // aps[0] is now the most recent
+	roundTrip(t, cl, aps[2], "GET", "/") // evicts aps[1]'s connection
+	if n := cl.IdleConns(); n != 2 {
+		t.Fatalf("pool holds %d, want MaxIdle 2", n)
+	}
+	roundTrip(t, cl, aps[0], "GET", "/")
+	roundTrip(t, cl, aps[1], "GET", "/")
+	if a, b := conns[0].Load(), conns[1].Load(); a != 1 || b != 2 {
+		t.Errorf("connections accepted: %d by the recently used server (want 1), %d by the evicted one (want 2)", a, b)
 	}
 }
