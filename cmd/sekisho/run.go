@@ -260,6 +260,7 @@ func start(ctx context.Context, cfg *config, opt options) (*instance, error) {
 	}
 	// Buffered: one write per 64 KiB or 200 ms, not one per request.
 	auditLog = audit.NewBuffered(auditW, 200*time.Millisecond)
+	auditLog.OnError = auditErrorReporter(log, reg)
 	inst.audit = auditLog
 	issuer, roots, err := loadTLS(cfg.TLS, reg)
 	if err != nil {
@@ -381,6 +382,32 @@ func start(ctx context.Context, cfg *config, opt options) (*instance, error) {
 		"rules", describeRules(cfg.Rules), "rules_hash", shortHash(set.Hash()),
 		"geo", db.Info().Source, "geo_built", db.Info().BuildTime.Format(time.DateOnly))
 	return inst, nil
+}
+
+// auditErrorReporter counts failed audit log writes and the lines they
+// lost, and logs them at most once a minute (a full disk fails every
+// write): a compliance log with holes must not go unnoticed.
+func auditErrorReporter(log *slog.Logger, reg prometheus.Registerer) func(error, int) {
+	errs := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sekisho_audit_write_errors_total",
+		Help: "Failed writes of the audit log (full disk, I/O error); each lost the lines it carried.",
+	})
+	lost := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sekisho_audit_lines_lost_total",
+		Help: "Audit lines lost to failed writes.",
+	})
+	reg.MustRegister(errs, lost)
+	var last time.Time // under the audit logger's lock
+	var since int
+	return func(err error, lines int) {
+		errs.Inc()
+		lost.Add(float64(lines))
+		since += lines
+		if now := time.Now(); now.Sub(last) >= time.Minute {
+			log.Error("audit log write failed; lines lost", "error", err, "lines_lost", since)
+			last, since = now, 0
+		}
+	}
 }
 
 // auditLogFile is the audit log as a file that SIGHUP reopens.

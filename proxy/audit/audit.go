@@ -137,9 +137,17 @@ type Record struct {
 // and no allocation per line, instead of slog's microseconds: there is one
 // line per request.
 type Logger struct {
-	mu sync.Mutex
-	w  io.Writer
-	bw *bufio.Writer // nil: unbuffered
+	// OnError, when set (before the first Log), hears of every failed
+	// write, with the lines it lost; it is called with the logger's lock
+	// held, so it must not log audit lines. A write error (a full disk for
+	// a moment, an I/O error) loses the lines of that write, never the
+	// ones after it.
+	OnError func(err error, lines int)
+
+	mu      sync.Mutex
+	w       io.Writer
+	bw      *bufio.Writer // nil: unbuffered
+	pending int           // lines in bw
 
 	stop chan struct{}
 	done chan struct{}
@@ -189,7 +197,33 @@ func (l *Logger) Flush() error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.bw.Flush()
+	return l.flushLocked()
+}
+
+// flushLocked writes the buffer out. bufio.Writer keeps its first error
+// and refuses every later write, so after a failure the buffer is
+// dropped (and reported) and the writer starts afresh.
+func (l *Logger) flushLocked() error {
+	if err := l.bw.Flush(); err != nil {
+		l.failLocked(err, 0)
+		return err
+	}
+	l.pending = 0
+	return nil
+}
+
+// failLocked reports a failed write that lost the buffered lines and
+// extra more, and starts the buffer afresh.
+func (l *Logger) failLocked(err error, extra int) {
+	lost := extra
+	if l.bw != nil {
+		lost += l.pending
+		l.pending = 0
+		l.bw.Reset(l.w)
+	}
+	if l.OnError != nil {
+		l.OnError(err, lost)
+	}
 }
 
 // Close flushes and stops a buffered logger's flusher. Lines logged after
@@ -207,7 +241,7 @@ func (l *Logger) Close() error {
 	<-l.done
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	err := l.bw.Flush()
+	err := l.flushLocked()
 	l.bw = nil
 	return err
 }
@@ -302,9 +336,13 @@ func (l *Logger) Log(r *Record) {
 	e.b = append(e.b, '}', '\n')
 	l.mu.Lock()
 	if l.bw != nil {
-		_, _ = l.bw.Write(e.b)
-	} else {
-		_, _ = l.w.Write(e.b)
+		if _, err := l.bw.Write(e.b); err != nil {
+			l.failLocked(err, 1) // a flush of the full buffer failed
+		} else {
+			l.pending++
+		}
+	} else if _, err := l.w.Write(e.b); err != nil {
+		l.failLocked(err, 1)
 	}
 	l.mu.Unlock()
 	if cap(e.b) <= 64<<10 {

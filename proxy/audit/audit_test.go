@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -335,4 +336,62 @@ func TestNoQuery(t *testing.T) {
 func TestNewNilDiscards(t *testing.T) {
 	l := New(nil)
 	l.Log(full()) // must not panic
+}
+
+// flakyWriter fails its first write (a full disk for a moment), then
+// works again.
+type flakyWriter struct {
+	mu     sync.Mutex
+	failed bool
+	buf    bytes.Buffer
+}
+
+func (f *flakyWriter) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.failed {
+		f.failed = true
+		return 0, errors.New("no space left on device")
+	}
+	return f.buf.Write(p)
+}
+
+func (f *flakyWriter) String() string { f.mu.Lock(); defer f.mu.Unlock(); return f.buf.String() }
+
+// TestWriteErrorNotSticky: a failed write loses the lines it carried,
+// is reported with their number, and the lines after it are written
+// (bufio.Writer alone would refuse every later write).
+func TestWriteErrorNotSticky(t *testing.T) {
+	for _, buffered := range []bool{true, false} {
+		w := &flakyWriter{}
+		var l *Logger
+		if buffered {
+			l = NewBuffered(w, time.Hour) // flushed by hand below
+		} else {
+			l = New(w)
+		}
+		var errs, lost int
+		l.OnError = func(err error, lines int) { errs++; lost += lines }
+		l.Log(&Record{ID: "first", Kind: KindRequest})
+		l.Log(&Record{ID: "second", Kind: KindRequest})
+		if err := l.Flush(); buffered && err == nil {
+			t.Error("buffered: the failed flush returned no error")
+		}
+		for range 5 {
+			l.Log(&Record{ID: "later", Kind: KindRequest})
+		}
+		if err := l.Close(); err != nil {
+			t.Errorf("buffered=%v: Close: %v", buffered, err)
+		}
+		if n := strings.Count(w.String(), `"later"`); n != 5 {
+			t.Errorf("buffered=%v: %d of 5 lines after a write error were written", buffered, n)
+		}
+		wantLost := 2 // both lines were in the failed flush
+		if !buffered {
+			wantLost = 1 // the first line's own write failed
+		}
+		if errs != 1 || lost != wantLost {
+			t.Errorf("buffered=%v: OnError called %d times for %d lost lines, want once for %d", buffered, errs, lost, wantLost)
+		}
+	}
 }
