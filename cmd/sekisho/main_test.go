@@ -267,6 +267,70 @@ func must(t *testing.T, err error) {
 	}
 }
 
+// TestRulesReloadRelativeConfig: `sekisho run --config sekisho.yaml` from
+// the config's own folder watches "." and fsnotify names the file
+// "./rules.yaml": the edit is still seen.
+func TestRulesReloadRelativeConfig(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	writeFile(t, "rules.yaml", blockKR)
+	geoPath := geotest.WriteFile(t, dir, geotest.CountryCode, geotest.Default)
+	writeFile(t, "sekisho.yaml", fmt.Sprintf(`version: 1
+listen: 127.0.0.1:0
+admin_listen: 127.0.0.1:0
+rules: rules.yaml
+geo:
+  database: %s
+  internal_networks: [10.0.0.0/8]
+clients:
+  allow: [127.0.0.0/8]
+destinations:
+  allow: [127.0.0.0/8, "::1/128"]
+`, geoPath))
+	cfg, err := loadConfig("sekisho.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{dir: dir, sites: proxytest.NewSites(t), out: newSyncBuffer(), errs: newSyncBuffer()}
+	inst, err := start(context.Background(), cfg, options{stdout: e.out, stderr: e.errs, resolver: proxytest.DefaultResolver()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.inst = inst
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = inst.Shutdown(ctx)
+	})
+	if got := e.uploadStatus(t, "kr.example"); got != 403 {
+		t.Fatalf("initial: %d", got)
+	}
+	replaceByRename(t, filepath.Join(dir, "rules.yaml"), allowKR)
+	e.waitStatus(t, "kr.example", 200)
+}
+
+// TestRulesDirReplaced: the rules directory itself is replaced (a deploy by
+// mv, or rsync to a new folder): the swap is seen, and so are edits in the
+// new directory afterwards (a watch follows the old inode).
+func TestRulesDirReplaced(t *testing.T) {
+	dir := t.TempDir()
+	rulesDir := filepath.Join(dir, "rules.d")
+	must(t, os.Mkdir(rulesDir, 0o755))
+	writeFile(t, filepath.Join(rulesDir, "10.yaml"), blockKR)
+	e := boot(t, rulesDir, "")
+	if got := e.uploadStatus(t, "kr.example"); got != 403 {
+		t.Fatalf("initial: %d", got)
+	}
+	newDir := filepath.Join(dir, "rules.d.new")
+	must(t, os.Mkdir(newDir, 0o755))
+	writeFile(t, filepath.Join(newDir, "10.yaml"), allowKR)
+	must(t, os.Rename(rulesDir, filepath.Join(dir, "rules.d.old")))
+	must(t, os.Rename(newDir, rulesDir))
+	e.waitStatus(t, "kr.example", 200)
+	replaceByRename(t, filepath.Join(rulesDir, "10.yaml"), blockKR)
+	e.waitStatus(t, "kr.example", 403)
+}
+
 func TestReloadBySignalAndAdmin(t *testing.T) {
 	dir := t.TempDir()
 	rulesPath := filepath.Join(dir, "rules.yaml")

@@ -109,10 +109,12 @@ func (r *reloader) watch() error {
 	dirs := map[string]bool{}
 	if r.rulesPath != "" {
 		if st, err := os.Stat(r.rulesPath); err == nil && st.IsDir() {
+			// The directory for edits of its files, and its parent for the
+			// directory itself being replaced (mv, a release symlink):
+			// then the new one is watched instead (rewatchRulesDir).
 			dirs[r.rulesPath] = true
-		} else {
-			dirs[filepath.Dir(r.rulesPath)] = true
 		}
+		dirs[filepath.Dir(r.rulesPath)] = true
 	}
 	if r.geoPath != "" {
 		dirs[filepath.Dir(r.geoPath)] = true
@@ -162,26 +164,54 @@ func (r *reloader) request(ctx context.Context) error {
 	}
 }
 
-// concerns reports which reloads a file event may affect.
+// rewatchRulesDir watches the rules directory again after an event on its
+// name: a watch follows an inode, and a directory replaced by rename (or a
+// symlink pointed elsewhere) is a new one. Adding the same directory again
+// is harmless.
+func (r *reloader) rewatchRulesDir(ev fsnotify.Event) {
+	if r.watcher == nil || r.rulesPath == "" || absPath(ev.Name) != absPath(r.rulesPath) {
+		return
+	}
+	if st, err := os.Stat(r.rulesPath); err != nil || !st.IsDir() {
+		return // gone for now: its reappearance is another event on its name
+	}
+	if err := r.watcher.Add(r.rulesPath); err != nil {
+		r.log.Warn("cannot watch the replaced rules directory; SIGHUP or POST /-/reload still reload", "path", r.rulesPath, "error", err)
+	}
+}
+
+// absPath is p absolute and clean, for comparing paths: fsnotify names
+// the files of a folder watched as "." by their absolute paths.
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return filepath.Clean(p)
+}
+
+// concerns reports which reloads a file event may affect. Paths are
+// compared absolute (a relative --config is relative to the working
+// directory, which sekisho never changes).
 func (r *reloader) concerns(ev fsnotify.Event) (rulesChanged, geoChanged, configChanged bool) {
-	base := filepath.Base(ev.Name)
-	dir := filepath.Dir(ev.Name)
+	name := absPath(ev.Name)
+	base := filepath.Base(name)
+	dir := filepath.Dir(name)
 	if strings.HasPrefix(base, "..") {
 		// Kubernetes' ConfigMap machinery: "..data" and its timestamped
 		// targets change when the volume's content is swapped.
 		return r.rulesPath != "", r.geoPath != "", r.config != nil
 	}
-	if r.config != nil && ev.Name == filepath.Clean(r.config.path) {
+	if r.config != nil && name == absPath(r.config.path) {
 		configChanged = true
 	}
 	if r.rulesPath != "" {
-		if dir == filepath.Clean(r.rulesPath) {
+		if rp := absPath(r.rulesPath); dir == rp {
 			rulesChanged = rules.IsRulesFileName(base)
-		} else if ev.Name == filepath.Clean(r.rulesPath) {
+		} else if name == rp {
 			rulesChanged = true
 		}
 	}
-	if r.geoPath != "" && ev.Name == filepath.Clean(r.geoPath) {
+	if r.geoPath != "" && name == absPath(r.geoPath) {
 		geoChanged = true
 	}
 	return rulesChanged, geoChanged, configChanged
@@ -206,6 +236,7 @@ func (r *reloader) run(ctx context.Context, hup <-chan os.Signal) {
 				events = nil
 				continue
 			}
+			r.rewatchRulesDir(ev)
 			rc, gc, cc := r.concerns(ev)
 			if rc || gc || cc {
 				pendingRules = pendingRules || rc
