@@ -27,10 +27,12 @@ type Database struct {
 	// ipv4Only: an IPv4 database; maxminddb returns an error (which
 	// allocates) for an IPv6 lookup, so we answer "not placed" first.
 	ipv4Only bool
-	// skipSpecial: do not place private, loopback, link-local or multicast
-	// addresses. Set only for the embedded database, which places
-	// 172.16.0.0/12 and 192.168.0.0/16 in AU; test fixtures place loopback
-	// ranges on purpose, and real vendor databases leave these alone.
+	// skipSpecial: do not place loopback addresses either. No database
+	// places private, link-local, multicast or unspecified addresses (the
+	// geo-whois-asn-country data places 172.16.0.0/12 and 192.168.0.0/16
+	// in AU, the embedded copy or a fresher one given as geo.database);
+	// loopback is placed only by test fixtures, on purpose, so only the
+	// embedded database skips it.
 	skipSpecial bool
 	caches
 }

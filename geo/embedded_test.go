@@ -3,6 +3,7 @@ package geo
 import (
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -163,11 +164,31 @@ func TestEmbeddedPrivateRanges(t *testing.T) {
 			t.Errorf("raw data: %s is %q in %s; the workaround may be obsolete", p, rec.Code, res.Prefix())
 		}
 	}
-	// The same check does not apply to other databases: fixtures place
-	// loopback ranges on purpose.
+	// Other databases may place loopback (fixtures do, on purpose)...
 	fixture, err := OpenBytes("fixture", mustBuild(t, geotest.CountryCode, geotest.Default))
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkLookup(t, fixture, "127.0.1.1", want{"JP", 0, true})
+
+	// ... but not private ranges: the same data given as geo.database (a
+	// fresher download of the default) leaves them to internal_networks.
+	data, err := embeddedBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "geo-whois-asn-country.mmdb")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	file, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewStore(file, DefaultInternal(), nil)
+	for _, a := range []string{"192.168.1.10", "172.16.5.5", "10.1.2.3", "fd00::1"} {
+		if got := s.Lookup(netip.MustParseAddr(a)).Country; got != CountryInternal {
+			t.Errorf("%s from the file: %s, want internal", a, got)
+		}
+	}
 }

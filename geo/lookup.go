@@ -104,7 +104,7 @@ func words(addr netip.Addr) (hi, lo uint64) {
 // lookupWords is lookup for a valid, normalized address and its words.
 func (d *Database) lookupWords(addr netip.Addr, hi, lo uint64) (Location, bool) {
 	is4 := addr.Is4()
-	if d.skipSpecial && special(hi, lo, is4) {
+	if special(hi, lo, is4) && (d.skipSpecial || !loopback(hi, lo, is4)) {
 		return unplaced, false
 	}
 	if !is4 {
@@ -139,6 +139,14 @@ func special(hi, lo uint64, is4 bool) bool {
 	}
 	return hi>>57 == 0xfc>>1 || hi>>54 == 0xfe80>>6 || hi>>56 == 0xff || // ULA, link-local, multicast
 		(hi == 0 && lo <= 1) // unspecified, loopback
+}
+
+// loopback reports 127.0.0.0/8 and ::1.
+func loopback(hi, lo uint64, is4 bool) bool {
+	if is4 {
+		return uint32(lo)>>24 == 127
+	}
+	return hi == 0 && lo == 1
 }
 
 // answer returns the packed answer for addr (hi, lo: its 16-byte form) from
