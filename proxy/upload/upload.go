@@ -219,6 +219,7 @@ func SniffMultipart(data []byte, boundary string, atEOF bool, types []string) (f
 	for {
 		// Part headers, up to an empty line.
 		var headers [][]byte
+		ownLast := false // the last header is a copy (folded), safe to append to
 		for {
 			line, _, next, ok := readLine(data, pos)
 			if !ok {
@@ -229,11 +230,19 @@ func SniffMultipart(data []byte, boundary string, atEOF bool, types []string) (f
 				break
 			}
 			if (line[0] == ' ' || line[0] == '\t') && len(headers) > 0 {
+				// An obsolete folded line: joined to the header before it,
+				// copied once and then appended to (not copied per fold,
+				// which is quadratic in a prefix of folds).
 				last := headers[len(headers)-1]
-				headers[len(headers)-1] = append(append(append([]byte{}, last...), ' '), bytes.TrimLeft(line, " \t")...)
+				if !ownLast {
+					last = append([]byte(nil), last...)
+					ownLast = true
+				}
+				headers[len(headers)-1] = append(append(last, ' '), bytes.TrimLeft(line, " \t")...)
 				continue
 			}
 			headers = append(headers, line)
+			ownLast = false
 		}
 		isFile, emptyName, ct := partHeaders(headers)
 		record := func() {

@@ -809,3 +809,23 @@ func TestHoldUnexpectedEOF(t *testing.T) {
 	}
 	h.Release()
 }
+
+// TestSniffMultipartFoldsLinear: a held prefix full of folded header lines
+// costs memory in proportion to its size, not to its square (each fold
+// used to copy the whole header so far: 270 MiB for 64 KiB).
+func TestSniffMultipartFoldsLinear(t *testing.T) {
+	var b bytes.Buffer
+	b.WriteString("--B\r\nContent-Disposition: form-data; name=x\r\n")
+	for b.Len() < 64<<10-8 {
+		b.WriteString(" a\r\n")
+	}
+	data := b.Bytes()
+	allocs := testing.Benchmark(func(tb *testing.B) {
+		for range tb.N {
+			SniffMultipart(data, "B", false, nil)
+		}
+	}).AllocedBytesPerOp()
+	if allocs > 1<<20 {
+		t.Errorf("sniffing a 64 KiB prefix of folded lines allocated %d KiB", allocs>>10)
+	}
+}
