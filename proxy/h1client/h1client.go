@@ -92,6 +92,7 @@ func Eligible(req *http.Request) bool {
 type conn struct {
 	cl    *Client
 	key   poolKey
+	peek  *peeker // on the socket under nc (which may be TLS)
 	nc    net.Conn
 	lr    *limitReader
 	br    *bufio.Reader
@@ -277,31 +278,41 @@ func (cl *Client) maxHeaderBytes() int64 {
 // get returns a pooled connection for key, or dials one (always, when
 // fresh is set).
 func (cl *Client) get(ctx context.Context, key poolKey, fresh bool) (*conn, error) {
-	if !fresh {
+	for !fresh {
 		cl.mu.Lock()
-		if l := cl.idle[key]; len(l) > 0 {
-			c := l[len(l)-1] // the most recently used: least likely closed by the server
-			l[len(l)-1] = nil
-			cl.idle[key] = l[:len(l)-1]
-			cl.lru.Remove(c.elem)
-			c.elem = nil
+		l := cl.idle[key]
+		if len(l) == 0 {
 			cl.mu.Unlock()
-			c.timer.Stop()
-			c.reused = true
-			return c, nil
+			break
 		}
+		c := l[len(l)-1] // the most recently used: least likely closed by the server
+		l[len(l)-1] = nil
+		cl.idle[key] = l[:len(l)-1]
+		cl.lru.Remove(c.elem)
+		c.elem = nil
 		cl.mu.Unlock()
+		c.timer.Stop()
+		if c.peek.readable() {
+			// Bytes the server sent after its response (a stray line, or
+			// an unsolicited response that would answer the next request,
+			// maybe another client's), or its close: not reusable.
+			c.close()
+			continue
+		}
+		c.reused = true
+		return c, nil
 	}
 	nc, err := cl.Dial(ctx, key.addr)
 	if err != nil {
 		return nil, err
 	}
+	raw := nc
 	if key.tlsName != "" {
 		if nc, err = cl.handshake(ctx, nc, key.tlsName); err != nil {
 			return nil, err
 		}
 	}
-	c := &conn{cl: cl, key: key, nc: nc}
+	c := &conn{cl: cl, key: key, peek: newPeeker(raw), nc: nc}
 	c.lr = &limitReader{r: nc, n: -1}
 	c.br = bufio.NewReaderSize(c.lr, 4<<10)
 	c.bw = bufio.NewWriterSize(nc, 4<<10)

@@ -497,3 +497,36 @@ func TestMaxIdleEvictsLeastRecent(t *testing.T) {
 		t.Errorf("connections accepted: %d by the recently used server (want 1), %d by the evicted one (want 2)", a, b)
 	}
 }
+
+// TestBytesAfterResponseNotReused: bytes a server sends after its
+// response (here a whole unsolicited second response) must not become the
+// answer to the next request on the pooled connection, which may be
+// another client's: the connection is dropped instead.
+func TestBytesAfterResponseNotReused(t *testing.T) {
+	ap, conns := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if req.URL.Path == "/evil" {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+				time.Sleep(50 * time.Millisecond)
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\npoisoned")
+				continue
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ngenuine")
+		}
+	})
+	cl := &h1client.Client{Dial: dialer(t)}
+	if _, body := roundTrip(t, cl, ap, "GET", "/evil"); body != "hello" {
+		t.Fatalf("first response %q", body)
+	}
+	time.Sleep(200 * time.Millisecond) // the unsolicited response is in
+	if _, body := roundTrip(t, cl, ap, "GET", "/victim"); body != "genuine" {
+		t.Errorf("the next request got %q", body)
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("%d connections, want 2 (the tainted one dropped)", n)
+	}
+}
