@@ -27,6 +27,9 @@ type tunnelState struct {
 	port    uint16
 	target  dial.Target
 	conn    *clientConn
+
+	mu      sync.Mutex
+	started bool // the first request inside was read: it owns the deadlines
 }
 
 type tunnelKey struct{}
@@ -53,10 +56,17 @@ func (s *Server) serveInspected(w http.ResponseWriter, r *http.Request, st *stat
 		s.metrics.ActiveTunnels.WithLabelValues(metrics.ModeInspected).Dec()
 		s.finish(st)
 	})
-	// The client has ReadHeaderTimeout for its TLS handshake and first
-	// request; onRequest clears the deadline.
-	_ = st.conn.SetReadDeadline(time.Now().Add(s.limits.ReadHeaderTimeout))
 	s.gp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tunnelKey{}, ts)))
+	// The client has ReadHeaderTimeout for its TLS handshake and first
+	// request (innerState clears it). Set only now: goproxy hijacks the
+	// connection, which clears every deadline, and then serves the
+	// session on a goroutine of its own, which may have read the first
+	// request already.
+	ts.mu.Lock()
+	if !ts.started {
+		_ = st.conn.SetReadDeadline(time.Now().Add(s.limits.ReadHeaderTimeout))
+	}
+	ts.mu.Unlock()
 }
 
 // onConnect is goproxy's CONNECT handler. It is reached only through
@@ -118,8 +128,11 @@ func (s *Server) innerState(ts *tunnelState, req *http.Request) *state {
 	st.facts.Method = req.Method
 	st.facts.Body.PartTypes = st.partTypes[:0]
 	// The headers are in; what follows has its own deadlines.
+	ts.mu.Lock()
+	ts.started = true
 	_ = ts.conn.SetReadDeadline(time.Time{})
 	_ = ts.conn.SetWriteDeadline(time.Time{})
+	ts.mu.Unlock()
 	return st
 }
 

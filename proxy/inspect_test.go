@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sekisho/sekisho/proxy"
 	"github.com/sekisho/sekisho/proxy/proxytest"
 )
 
@@ -323,5 +324,31 @@ func TestInterceptionMetrics(t *testing.T) {
 	}
 	if got := metricSum(t, h, "sekisho_tls_certificate_cache_hits_total"); got != 1 {
 		t.Errorf("cache hits = %v, want 1", got)
+	}
+}
+
+// TestInspectedConnectIdleClosed: a client that is answered 200 to its
+// CONNECT and then sends nothing (no TLS handshake) is closed after
+// ReadHeaderTimeout, not held (with its connection slot) for ever:
+// goproxy's hijack clears the deadlines set before it.
+func TestInspectedConnectIdleClosed(t *testing.T) {
+	h := proxytest.New(t, proxytest.Options{Intercept: true, Rules: inspectAll, Limits: proxy.Limits{
+		ReadHeaderTimeout: 300 * time.Millisecond,
+	}})
+	c := h.Raw(t)
+	fmt.Fprintf(c, "CONNECT jp.example:443 HTTP/1.1\r\nHost: jp.example:443\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: "CONNECT"})
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT: %v %v", resp, err)
+	}
+	start := time.Now()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = io.Copy(io.Discard, br)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("an intercepted tunnel without a TLS handshake is still open after 5s (ReadHeaderTimeout 300ms)")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("closed after %v, want about ReadHeaderTimeout", d)
 	}
 }
