@@ -41,6 +41,8 @@ type state struct {
 	// deferFinish: the record is finished when the session ends, not when
 	// the handler returns (an intercepted CONNECT).
 	deferFinish bool
+	// closeAfter: sekisho's own answer closes the client connection.
+	closeAfter bool
 
 	facts     rules.Facts
 	partTypes [16]string
@@ -182,7 +184,15 @@ func (s *Server) finish(st *state) {
 		if st.tunnel != nil {
 			// Inside a tunnel, the next request's headers must come within
 			// the idle timeout (goproxy's loop has no deadline of its own).
-			_ = st.rc.SetReadDeadline(time.Now().Add(s.limits.IdleTimeout))
+			// After an answer that closes the connection (a block, a
+			// refusal) there is no next request, and nothing more is read:
+			// goproxy's deferred close of the request body would otherwise
+			// take in the rest of a blocked upload.
+			deadline := time.Now().Add(s.limits.IdleTimeout)
+			if st.closeAfter {
+				deadline = time.Now()
+			}
+			_ = st.rc.SetReadDeadline(deadline)
 		}
 	}
 	f := &st.facts

@@ -9,7 +9,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -351,4 +353,55 @@ func TestInspectedConnectIdleClosed(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("closed after %v, want about ReadHeaderTimeout", d)
 	}
+}
+
+// TestInspectedBlockedUploadNotReadOn: after the 403 to a blocked upload
+// inside an intercepted tunnel, sekisho reads no more of the body (the
+// answer closes the connection), so a 64 MiB upload is not taken in
+// whole; and the foreign upstream gets nothing.
+func TestInspectedBlockedUploadNotReadOn(t *testing.T) {
+	h := interceptHarness(t)
+	target := net.JoinHostPort("kr.example", strconv.Itoa(h.TLSPort))
+	tc, err := tlsThroughProxy(t, h, target, "kr.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = tc.SetDeadline(time.Now().Add(30 * time.Second))
+	const total = 64 << 20
+	fmt.Fprintf(tc, "POST /upload HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n", target, total)
+	var sent atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		chunk := bytes.Repeat([]byte("x"), 64<<10)
+		for sent.Load() < total {
+			n, err := tc.Write(chunk)
+			sent.Add(int64(n))
+			if err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusForbidden || !resp.Close {
+		t.Fatalf("answer %d (close %v), want 403 closing the connection", resp.StatusCode, resp.Close)
+	}
+	at403 := sent.Load()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("the whole 64 MiB body was taken in after the 403")
+		}
+	case <-time.After(3 * time.Second):
+		t.Error("still sending 3s after the 403: sekisho keeps reading")
+	}
+	// Socket buffers on both sides hold a few MiB at most.
+	if more := sent.Load() - at403; more > 8<<20 {
+		t.Errorf("%d MiB more of the body were taken in after the 403", more>>20)
+	}
+	assertUntouched(t, h.KR)
 }

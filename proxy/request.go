@@ -381,7 +381,10 @@ func readWithIdle(r io.Reader, p []byte, st *state, idle time.Duration) (int, er
 	}
 	n, err := r.Read(p)
 	st.up.Add(int64(n))
-	if err == io.EOF && live {
+	if err == io.EOF && live && !st.done.Load() {
+		// Not once the request is finished: finish has set the deadline
+		// for the next request (the upstream may answer before it has
+		// read the whole body).
 		_ = st.rc.SetReadDeadline(time.Time{})
 	} // after a timeout the deadline stays past: the connection is done for
 	return n, err

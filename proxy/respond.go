@@ -117,6 +117,7 @@ func (s *Server) blockResponse(req *http.Request, st *state) *http.Response {
 // intercepted tunnel, goproxy closes the body when the exchange is over and
 // no handler of ours returns afterwards.
 func (s *Server) finishing(st *state, resp *http.Response) *http.Response {
+	st.closeAfter = resp.Close
 	resp.Body = &hookBody{ReadCloser: resp.Body, onClose: func() { s.finish(st) }}
 	return resp
 }
