@@ -905,3 +905,22 @@ func TestUpstreamSilentCloseRetried(t *testing.T) {
 		t.Errorf("upstream saw %d connections, want 4", n)
 	}
 }
+
+// TestClientAbortIsNotAnUpstreamError: a client that goes away while the
+// upstream is still answering (a browser cancels requests all the time)
+// is recorded as client_closed with status 499, not as a 502 upstream
+// error that would inflate the dashboards' error panels.
+func TestClientAbortIsNotAnUpstreamError(t *testing.T) {
+	h := proxytest.New(t, proxytest.Options{})
+	c := h.Raw(t)
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: jp.example\r\n\r\n", h.URL("jp.example", "/slow"))
+	time.Sleep(200 * time.Millisecond)
+	_ = c.Close()
+	waitFor(t, func() bool { return strings.Contains(h.Audit(), `"reason":"client_closed"`) })
+	if !strings.Contains(h.Audit(), `"status":499`) {
+		t.Errorf("audit line lacks status 499:\n%s", h.Audit())
+	}
+	if n := metricSum(t, h, "sekisho_proxy_upstream_errors_total"); n != 0 {
+		t.Errorf("upstream errors %v after a client abort, want 0", n)
+	}
+}

@@ -259,8 +259,18 @@ func (s *Server) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Resp
 	return resp, nil
 }
 
+// StatusClientClosed is the status recorded for a request whose client
+// went away before the answer (nginx's 499): no such answer is sent.
+const StatusClientClosed = 499
+
 // upstreamFailure is the answer to a request that failed upstream.
 func (s *Server) upstreamFailure(req *http.Request, st *state, err error) *http.Response {
+	if req.Context().Err() != nil {
+		// The client is gone: nobody reads this answer, and the upstream
+		// did nothing wrong.
+		st.status, st.reason, st.err = StatusClientClosed, metrics.ReasonClientClosed, err
+		return s.problemResponse(req, st, problemFor(http.StatusBadGateway, metrics.ReasonUpstream, err.Error()))
+	}
 	status, reason := upstreamFailure(err)
 	s.metrics.Errors.WithLabelValues(reason).Inc()
 	st.status, st.reason, st.err = status, reason, err

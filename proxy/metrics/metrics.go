@@ -35,6 +35,10 @@ const (
 	ReasonUpstreamTLS        = "upstream_tls"
 	ReasonUnsupportedRequest = "unsupported"
 	ReasonDomainFronting     = "domain_fronting"
+	// ReasonClientClosed is a request whose client went away before the
+	// answer (a browser cancels requests all the time): in the audit log
+	// with status 499, not counted as an upstream error.
+	ReasonClientClosed = "client_closed"
 )
 
 // Label names.
