@@ -332,6 +332,12 @@ func (c *compiler) prefix(file string, p pstr, what string) (netip.Prefix, bool)
 			c.errorf(file, p.N, "%s: %q has host bits set; did you mean %s?", what, p.V, pf.Masked())
 			return netip.Prefix{}, false
 		}
+		if a := pf.Addr(); a.Is4In6() {
+			// Addresses are matched unmapped (::ffff:10.1.2.3 is
+			// 10.1.2.3), so an IPv4-mapped network is its IPv4 network.
+			// (A masked prefix shorter than /96 is never IPv4-mapped.)
+			return netip.PrefixFrom(a.Unmap(), pf.Bits()-96), true
+		}
 		return pf, true
 	}
 	a, err := netip.ParseAddr(p.V)

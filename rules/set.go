@@ -261,7 +261,7 @@ func (r *Rule) match(s *Set, f *Facts) match {
 	if f.Stream && r.bodyConds {
 		return no
 	}
-	if len(r.methods) > 0 && !containsString(r.methods, f.Method) {
+	if len(r.methods) > 0 && !containsMethod(r.methods, f.Method) {
 		return no
 	}
 	if len(r.ports) > 0 && !r.matchPort(f.Port) {
@@ -471,6 +471,21 @@ func matchMediaTypes(patterns []string, mt string) bool {
 				return true
 			}
 		case p == mt:
+			return true
+		}
+	}
+	return false
+}
+
+// containsMethod matches a request method against the rule's, which are
+// upper case. Methods are case-sensitive (RFC 9110 §9.1), but a server may
+// treat "Post" as POST, so a rule about POST must not be evaded by case.
+func containsMethod(methods []string, m string) bool {
+	if containsString(methods, m) {
+		return true
+	}
+	for _, x := range methods {
+		if strings.EqualFold(x, m) {
 			return true
 		}
 	}
