@@ -1,11 +1,16 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sekisho/sekisho/geo"
 	"github.com/sekisho/sekisho/rules"
@@ -78,6 +83,24 @@ Flags:
 	for _, w := range set.Warnings() {
 		fmt.Fprintf(stdout, "warning %s\n", w)
 	}
+	// What else `run` opens at start: a check that passes must mean that
+	// run starts.
+	if issuer, _, err := loadTLS(cfg.TLS, prometheus.NewRegistry()); err != nil {
+		fmt.Fprintf(stderr, "%v\n", err)
+		failed = true
+	} else if issuer != nil {
+		fmt.Fprintf(stdout, "tls     %s: CA loaded\n", cfg.TLS.CADir)
+	}
+	if cfg.Resolver.HostsFile != "" {
+		if _, err := loadHostsFile(cfg.Resolver.HostsFile, nil); err != nil {
+			fmt.Fprintf(stderr, "%v\n", err)
+			failed = true
+		}
+	}
+	if err := checkAuditPath(cfg.Log.Audit); err != nil {
+		fmt.Fprintf(stderr, "audit log: %v\n", err)
+		failed = true
+	}
 	if failed {
 		return 1
 	}
@@ -90,4 +113,34 @@ func printGeo(w io.Writer, db *geo.Database) {
 	age := time.Since(info.BuildTime).Round(24 * time.Hour)
 	fmt.Fprintf(w, "geo     %s: %s (schema %s), built %s (%d days ago)\n",
 		info.Source, info.DatabaseType, info.Schema, info.BuildTime.Format(time.DateOnly), int(age.Hours()/24))
+}
+
+// checkAuditPath reports whether run could open the audit log file for
+// appending, as this user (check may run as another user than the
+// service).
+func checkAuditPath(path string) error {
+	switch path {
+	case "", "stdout", "stderr", "off":
+		return nil
+	}
+	if st, err := os.Stat(path); err == nil {
+		if !st.Mode().IsRegular() {
+			return fmt.Errorf("%s is not a regular file", path)
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return err
+		}
+		return f.Close()
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	// Not there yet: run creates it. Try the folder with a file of our own.
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".sekisho-check-*")
+	if err != nil {
+		return fmt.Errorf("cannot create %s: %w", path, err)
+	}
+	_ = f.Close()
+	return os.Remove(f.Name())
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"sort"
@@ -29,7 +30,7 @@ func explainMain(args []string, stdout, stderr io.Writer, resolver dial.Resolver
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "configuration file (its rules and geo database are used)")
 	rulesPath := fs.String("rules", "", "rules file or directory (overrides the config's)")
-	bodyBytes := fs.String("body-bytes", "", `request body size, such as 2MiB (default: none, or the size of a body the method implies)`)
+	bodyBytes := fs.String("body-bytes", "", `request body size, such as 2MiB (default: none for GET and the like; for POST, PUT and PATCH a body of unknown size)`)
 	contentType := fs.String("content-type", "", "request Content-Type, such as multipart/form-data or image/jpeg")
 	fileParts := fs.Bool("file-parts", false, "the multipart body carries a file")
 	client := fs.String("client", "", "client IP address (decides the client group)")
@@ -96,10 +97,13 @@ Flags (before or after METHOD URL):
 	}
 	var loc dial.Locator = geo.NewStore(db, internal, nil)
 	if *country != "" {
-		c := strings.ToUpper(*country)
-		if c != geo.CountryInternal && c != geo.CountryUnknown && !rules.ValidCountry(c) {
-			fmt.Fprintf(stderr, "--country %q is not an ISO 3166-1 alpha-2 code\n", *country)
-			return 2
+		c := strings.ToLower(*country)
+		if c != geo.CountryInternal && c != geo.CountryUnknown {
+			c = strings.ToUpper(c)
+			if !rules.ValidCountry(c) {
+				fmt.Fprintf(stderr, "--country %q is not an ISO 3166-1 alpha-2 code (nor internal or unknown)\n", *country)
+				return 2
+			}
 		}
 		loc = fixedLocator(c)
 	}
@@ -151,6 +155,8 @@ Flags (before or after METHOD URL):
 		}
 		f.Client = a.Unmap()
 	}
+	bodyNote := ""
+	f.Body.SizeExact = true
 	if *bodyBytes != "" {
 		n, err := rules.ParseSize(*bodyBytes, false)
 		if err != nil {
@@ -158,8 +164,12 @@ Flags (before or after METHOD URL):
 			return 2
 		}
 		f.Body.Present, f.Body.Size = n > 0, n
+	} else if bodyMethod(f.Method) {
+		// A POST, PUT or PATCH carries a body: without its size, decide
+		// as for an upload of unknown length (chunked), not as bodyless.
+		f.Body.Present, f.Body.Size, f.Body.SizeExact = true, 0, false
+		bodyNote = "assumed present, size unknown (give --body-bytes for a size)"
 	}
-	f.Body.SizeExact = true
 	if *contentType != "" {
 		mt, _, err := mime.ParseMediaType(*contentType)
 		if err != nil {
@@ -176,6 +186,9 @@ Flags (before or after METHOD URL):
 	row := func(k, format string, a ...any) { fmt.Fprintf(w, "%s\t%s\n", k, fmt.Sprintf(format, a...)) }
 
 	row("request", "%s %s", method, target)
+	if bodyNote != "" {
+		row("body", "%s", bodyNote)
+	}
 	svc, ep := set.Catalog().Lookup(f.Host)
 	switch {
 	case svc == nil:
@@ -327,4 +340,9 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, rest[0])
 		args = rest[1:]
 	}
+}
+
+// bodyMethod reports the methods that carry a request body.
+func bodyMethod(m string) bool {
+	return m == http.MethodPost || m == http.MethodPut || m == http.MethodPatch
 }

@@ -486,6 +486,32 @@ func TestCheckCommand(t *testing.T) {
 	if code := run([]string{"check"}, &out, &errb); code != 0 {
 		t.Fatalf("check of the built-in rules: exit %d", code)
 	}
+
+	// What run opens at start is checked too: a check that passes must
+	// mean that run starts.
+	for _, tc := range []struct{ name, cfg, want string }{
+		{"missing CA", "tls:\n  ca_dir: nope-ca\n", "nope-ca"},
+		{"missing hosts file", "resolver:\n  hosts_file: nope.hosts\n", "nope.hosts"},
+		{"audit log folder missing", "log:\n  audit: " + filepath.Join(dir, "no", "audit.jsonl") + "\n", "audit log: cannot create"},
+	} {
+		writeFile(t, cfg, "version: 1\nrules: good.yaml\n"+tc.cfg)
+		out.Reset()
+		errb.Reset()
+		if code := run([]string{"check", "--config", cfg}, &out, &errb); code != 1 || !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("%s: exit %d, stderr %q; want 1 and %q", tc.name, code, errb.String(), tc.want)
+		}
+		errb.Reset()
+		if code := run([]string{"run", "--config", cfg}, &out, &errb); code != 1 {
+			t.Errorf("%s: run exits %d, want 1 as check does", tc.name, code)
+		}
+	}
+	writeFile(t, cfg, "version: 1\nrules: good.yaml\nlog:\n  audit: "+filepath.Join(dir, "audit.jsonl")+"\n")
+	if code := run([]string{"check", "--config", cfg}, &out, &errb); code != 0 {
+		t.Errorf("audit log in a writable folder: exit %d %s", code, errb.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "audit.jsonl")); err == nil {
+		t.Error("check created the audit log")
+	}
 }
 
 func TestExplainCommand(t *testing.T) {
@@ -517,6 +543,21 @@ func TestExplainCommand(t *testing.T) {
 	code = explainMain([]string{"GET", "http://metadata.example/"}, &out, &errb, proxytest.DefaultResolver())
 	if code != 0 || !strings.Contains(out.String(), "REFUSED") {
 		t.Errorf("metadata: exit %d\n%s", code, out.String())
+	}
+	// --country takes "unknown" and "internal" as well as ISO codes.
+	for _, c := range []string{"unknown", "Internal", "kr"} {
+		out.Reset()
+		errb.Reset()
+		if code := explainMain([]string{"--country", c, "GET", "http://kr.example/"}, &out, &errb, proxytest.DefaultResolver()); code != 0 {
+			t.Errorf("--country %s: exit %d: %s", c, code, errb.String())
+		}
+	}
+	// A POST without --body-bytes is an upload of unknown size, not a
+	// bodyless request that the default rules would let through.
+	out.Reset()
+	code = explainMain([]string{"--country", "KR", "POST", "http://203.0.113.9/upload"}, &out, &errb, proxytest.DefaultResolver())
+	if code != 0 || !strings.Contains(out.String(), "BLOCK") || !strings.Contains(out.String(), "size unknown") {
+		t.Errorf("POST without --body-bytes: exit %d\n%s", code, out.String())
 	}
 }
 
