@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -922,5 +923,22 @@ func TestClientAbortIsNotAnUpstreamError(t *testing.T) {
 	}
 	if n := metricSum(t, h, "sekisho_proxy_upstream_errors_total"); n != 0 {
 		t.Errorf("upstream errors %v after a client abort, want 0", n)
+	}
+}
+
+// TestShutdownWaitsForHandlers: when the drain deadline passes, Shutdown
+// closes the connections and returns only once their handlers have
+// written their audit lines (the caller closes the audit log next).
+func TestShutdownWaitsForHandlers(t *testing.T) {
+	h := proxytest.New(t, proxytest.Options{})
+	c := h.Raw(t)
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: jp.example\r\n\r\n", h.URL("jp.example", "/slow"))
+	waitFor(t, func() bool { return metricSum(t, h, "sekisho_proxy_active_connections") == 1 })
+	time.Sleep(100 * time.Millisecond) // the request is upstream now
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_ = h.Proxy.Shutdown(ctx)
+	if !strings.Contains(h.Audit(), `"path":"/slow"`) {
+		t.Errorf("no audit line for the request cut at shutdown:\n%s", h.Audit())
 	}
 }

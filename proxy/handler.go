@@ -80,6 +80,8 @@ func stateFrom(ctx context.Context) *state {
 // ServeHTTP is the front door: framing check, client check, then CONNECT,
 // a request for sekisho itself, or a request to proxy.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.inflight.Add(1)
+	defer s.inflight.Add(-1)
 	st := &state{
 		id:    s.newID(),
 		start: time.Now(),

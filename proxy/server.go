@@ -174,6 +174,9 @@ type Server struct {
 	// verifying the chain again).
 	upstreamTLS *tls.Config
 	connSem     chan struct{} // one slot per client connection, across listeners
+	// inflight counts handlers running, so that Shutdown returns only when
+	// their audit lines are written (the caller closes the audit log next).
+	inflight atomic.Int64
 	// acceptWaiting counts slots taken by listeners waiting in Accept.
 	acceptWaiting atomic.Int64
 	tunnelsMu     sync.Mutex
@@ -391,6 +394,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.tlsTrs.closeIdle()
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		_ = s.srv.Close()
+		// The handlers of the connections just closed finish within
+		// moments, and write their audit lines: wait for them, briefly.
+		grace := time.After(2 * time.Second)
+	handlers:
+		for s.inflight.Load() > 0 {
+			select {
+			case <-tick.C:
+			case <-grace:
+				s.log.Warn("shutdown: handlers still running after the connections were closed", "handlers", s.inflight.Load())
+				break handlers
+			}
+		}
 	}
 	return err
 }
