@@ -218,6 +218,16 @@ func TestRulesReloadByRename(t *testing.T) {
 	if !e.metric(t, "sekisho_rules_last_reload_successful 1") {
 		t.Error("last_reload_successful must be 1 again")
 	}
+
+	// Cut short to a valid file without rules: loaded, with a warning.
+	replaceByRename(t, rulesPath, "version: 1\n")
+	deadline = time.Now().Add(5 * time.Second)
+	for !strings.Contains(e.errs.String(), "rules reloaded with no rules at all") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning for rules reloaded down to none:\n%s", e.errs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // TestRulesReloadConfigMapSwap mounts rules the way Kubernetes mounts a
@@ -426,6 +436,7 @@ func TestConfigErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, cfg, want string
 	}{
+		{"empty file", "", "the file is empty; a configuration starts with \"version: 1\""},
 		{"unknown key", "version: 1\nlisen: 127.0.0.1:3128\n", "c.yaml:2: field lisen not found"},
 		{"bad cidr", "version: 1\nclients:\n  allow: [10.0.0.1/8]\n", `has host bits set; did you mean 10.0.0.0/8?`},
 		{"bad level", "version: 1\nlog:\n  level: loud\n", `log.level: "loud"`},

@@ -275,6 +275,7 @@ func (r *reloader) reload(trigger string, doRules, doGeo, doConfig bool) error {
 		}
 	}
 	if doRules && r.rulesPath != "" {
+		before := len(r.rules.Load().Rules())
 		changed, err := r.rules.Reload(r.rulesPath)
 		switch {
 		case err != nil:
@@ -287,6 +288,12 @@ func (r *reloader) reload(trigger string, doRules, doGeo, doConfig bool) error {
 				"hash", shortHash(set.Hash()), "rules", len(set.Rules()), "tests", len(set.Tests()))
 			for _, w := range set.Warnings() {
 				r.log.Warn("rules", "warning", w)
+			}
+			if len(set.Rules()) == 0 && before > 0 {
+				// Valid, but maybe a file cut short or a key renamed away:
+				// only the default action decides now.
+				r.log.Warn("rules reloaded with no rules at all; only the default action decides now",
+					"path", r.rulesPath, "rules_before", before)
 			}
 		default:
 			r.log.Debug("rules unchanged", "trigger", trigger)
