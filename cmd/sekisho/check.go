@@ -83,16 +83,25 @@ Flags:
 	for _, w := range set.Warnings() {
 		fmt.Fprintf(stdout, "warning %s\n", w)
 	}
-	// What else `run` opens at start: a check that passes must mean that
-	// run starts.
-	if issuer, _, err := loadTLS(cfg.TLS, prometheus.NewRegistry()); err != nil {
+	// What else `run` opens at start. What is here must be right (a CA key
+	// readable by others, a broken hosts file fail the check); what is not
+	// here may be mounted or created where sekisho runs (a Kubernetes
+	// Secret, systemd's LogsDirectory), so its absence is a warning.
+	notHere := func(what, path string) {
+		fmt.Fprintf(stdout, "warning %s %s does not exist here: run fails unless it exists where sekisho runs\n", what, path)
+	}
+	if dir := cfg.TLS.CADir; dir != "" && !exists(dir) {
+		notHere("tls.ca_dir", dir)
+	} else if issuer, _, err := loadTLS(cfg.TLS, prometheus.NewRegistry()); err != nil {
 		fmt.Fprintf(stderr, "%v\n", err)
 		failed = true
 	} else if issuer != nil {
-		fmt.Fprintf(stdout, "tls     %s: CA loaded\n", cfg.TLS.CADir)
+		fmt.Fprintf(stdout, "tls     %s: CA loaded\n", dir)
 	}
-	if cfg.Resolver.HostsFile != "" {
-		if _, err := loadHostsFile(cfg.Resolver.HostsFile, nil); err != nil {
+	if hf := cfg.Resolver.HostsFile; hf != "" {
+		if !exists(hf) {
+			notHere("resolver.hosts_file", hf)
+		} else if _, err := loadHostsFile(hf, nil); err != nil {
 			fmt.Fprintf(stderr, "%v\n", err)
 			failed = true
 		}
@@ -100,6 +109,8 @@ Flags:
 	if err := checkAuditPath(cfg.Log.Audit); err != nil {
 		fmt.Fprintf(stderr, "audit log: %v\n", err)
 		failed = true
+	} else if dir := filepath.Dir(cfg.Log.Audit); auditIsFile(cfg.Log.Audit) && !exists(dir) {
+		notHere("the audit log's folder", dir)
 	}
 	if failed {
 		return 1
@@ -115,32 +126,32 @@ func printGeo(w io.Writer, db *geo.Database) {
 		info.Source, info.DatabaseType, info.Schema, info.BuildTime.Format(time.DateOnly), int(age.Hours()/24))
 }
 
-// checkAuditPath reports whether run could open the audit log file for
-// appending, as this user (check may run as another user than the
-// service).
-func checkAuditPath(path string) error {
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return !errors.Is(err, os.ErrNotExist)
+}
+
+func auditIsFile(path string) bool {
 	switch path {
 	case "", "stdout", "stderr", "off":
+		return false
+	}
+	return true
+}
+
+// checkAuditPath reports an audit log path that run could not use on this
+// machine: something other than a file in its place, or a folder sekisho
+// cannot create it in. (Permissions are not judged: check may run as
+// another user than the service.)
+func checkAuditPath(path string) error {
+	if !auditIsFile(path) {
 		return nil
 	}
-	if st, err := os.Stat(path); err == nil {
-		if !st.Mode().IsRegular() {
-			return fmt.Errorf("%s is not a regular file", path)
-		}
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
-		if err != nil {
-			return err
-		}
-		return f.Close()
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return err
+	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", path)
 	}
-	// Not there yet: run creates it. Try the folder with a file of our own.
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".sekisho-check-*")
-	if err != nil {
-		return fmt.Errorf("cannot create %s: %w", path, err)
+	if st, err := os.Stat(filepath.Dir(path)); err == nil && !st.IsDir() {
+		return fmt.Errorf("%s: %s is not a folder", path, filepath.Dir(path))
 	}
-	_ = f.Close()
-	return os.Remove(f.Name())
+	return nil
 }
