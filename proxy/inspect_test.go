@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -404,4 +405,32 @@ func TestInspectedBlockedUploadNotReadOn(t *testing.T) {
 		t.Errorf("%d MiB more of the body were taken in after the 403", more>>20)
 	}
 	assertUntouched(t, h.KR)
+}
+
+// TestShutdownWithOpenInspectedSession: an intercepted session still open
+// at the drain deadline is closed and Shutdown returns. (Closing it runs
+// its untrack, which takes the lock Shutdown held around the closing: a
+// deadlock until SIGKILL.)
+func TestShutdownWithOpenInspectedSession(t *testing.T) {
+	h := interceptHarness(t)
+	for range 5 { // the deadlock depended on timing: several sessions make it likely
+		tc, err := tlsThroughProxy(t, h, fmt.Sprintf("jp.example:%d", h.TLSPort), "jp.example")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = tc.SetDeadline(time.Time{})
+	}
+	done := make(chan struct{})
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		_ = h.Proxy.Shutdown(ctx)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(6 * time.Second):
+		t.Fatal("Shutdown (300ms deadline) has not returned after 6s with one intercepted session open")
+	}
+	waitFor(t, func() bool { return strings.Contains(h.Audit(), `"method":"CONNECT"`) })
 }

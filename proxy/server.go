@@ -369,12 +369,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			continue
 		case <-ctx.Done():
 		}
+		// Closed outside the lock: closing an intercepted session runs
+		// its untrack, which takes the lock.
 		s.tunnelsMu.Lock()
-		n := len(s.tunnels)
+		open := make([]*tunnelHandle, 0, len(s.tunnels))
 		for t := range s.tunnels {
-			t.close()
+			open = append(open, t)
 		}
 		s.tunnelsMu.Unlock()
+		n := len(open)
+		for _, t := range open {
+			t.close()
+		}
 		s.log.Warn("shutdown deadline reached; closed open tunnels", "tunnels", n)
 		// Closed tunnels end within moments; do not wait forever on one
 		// that does not.
