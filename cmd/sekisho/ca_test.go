@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/sekisho/sekisho/proxy/mitm"
 )
 
 func TestCACommands(t *testing.T) {
@@ -65,5 +68,33 @@ func TestRunRefusesExposedCAKey(t *testing.T) {
 	code := run([]string{"run", "--config", cfg}, &out, &errb)
 	if code != 1 || !strings.Contains(errb.String(), "chmod 600 "+key) {
 		t.Fatalf("exit %d, stderr:\n%s\nwant a refusal saying: chmod 600 %s", code, errb.String(), key)
+	}
+}
+
+// TestCAExpiryWarning: an interception CA that has expired or ends within
+// 30 days is said so at start and by check.
+func TestCAExpiryWarning(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		name string
+		ends time.Time
+		want string
+	}{
+		{"far", now.AddDate(1, 0, 0), ""},
+		{"soon", now.AddDate(0, 0, 10), "expires on"},
+		{"expired", now.Add(-time.Hour), "expired on"},
+	} {
+		ca, err := mitm.InitCA(t.TempDir(), "City", tc.ends.AddDate(-10, 0, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		issuer, err := mitm.NewIssuer(ca, mitm.IssuerOptions{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := caExpiryWarning(issuer, now)
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }

@@ -96,7 +96,10 @@ Flags:
 		fmt.Fprintf(stderr, "%v\n", err)
 		failed = true
 	} else if issuer != nil {
-		fmt.Fprintf(stdout, "tls     %s: CA loaded\n", dir)
+		fmt.Fprintf(stdout, "tls     %s: CA loaded, valid until %s\n", dir, issuer.CA().Cert.NotAfter.Format(time.DateOnly))
+		if w := caExpiryWarning(issuer, time.Now()); w != "" {
+			fmt.Fprintf(stdout, "warning %s\n", w)
+		}
 	}
 	if hf := cfg.Resolver.HostsFile; hf != "" {
 		if !exists(hf) {

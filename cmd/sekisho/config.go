@@ -388,6 +388,13 @@ func (c *config) validate() error {
 	if _, err := buildPAC(c.PAC, []string{"127.0.0.1:3128"}); err != nil {
 		errs = append(errs, "pac."+err.Error())
 	}
+	if v := c.TLS.LeafValidity; v < 0 || v > 825*24*time.Hour {
+		// Apple's clients reject a locally trusted leaf valid for longer.
+		errs = append(errs, fmt.Sprintf("tls.leaf_validity: %s is not between 0 (the default, 7 days) and 825 days (19800h)", v))
+	}
+	if c.TLS.CertificateCache < 0 {
+		errs = append(errs, "tls.certificate_cache must not be negative")
+	}
 	if len(errs) > 0 {
 		return errors.New(strings.Join(errs, "; "))
 	}

@@ -437,6 +437,7 @@ func TestConfigErrors(t *testing.T) {
 		name, cfg, want string
 	}{
 		{"empty file", "", "the file is empty; a configuration starts with \"version: 1\""},
+		{"leaf validity too long", "version: 1\ntls:\n  leaf_validity: 20000h\n", "tls.leaf_validity: 20000h0m0s is not between 0"},
 		{"unknown key", "version: 1\nlisen: 127.0.0.1:3128\n", "c.yaml:2: field lisen not found"},
 		{"bad cidr", "version: 1\nclients:\n  allow: [10.0.0.1/8]\n", `has host bits set; did you mean 10.0.0.0/8?`},
 		{"bad level", "version: 1\nlog:\n  level: loud\n", `log.level: "loud"`},

@@ -267,6 +267,9 @@ func start(ctx context.Context, cfg *config, opt options) (*instance, error) {
 		closeAll()
 		return nil, err
 	}
+	if w := caExpiryWarning(issuer, time.Now()); w != "" {
+		log.Error(w, "ca_dir", cfg.TLS.CADir)
+	}
 	pac, err := buildPAC(cfg.PAC, inst.ProxyAddrs)
 	if err != nil {
 		closeAll()
@@ -382,6 +385,23 @@ func start(ctx context.Context, cfg *config, opt options) (*instance, error) {
 		"rules", describeRules(cfg.Rules), "rules_hash", shortHash(set.Hash()),
 		"geo", db.Info().Source, "geo_built", db.Info().BuildTime.Format(time.DateOnly))
 	return inst, nil
+}
+
+// caExpiryWarning says when the interception CA has expired or ends
+// within 30 days ("" otherwise): every intercepted site then fails in the
+// browsers, and staff PCs need the new CA before the switch.
+func caExpiryWarning(issuer *mitm.Issuer, now time.Time) string {
+	if issuer == nil {
+		return ""
+	}
+	end := issuer.CA().Cert.NotAfter
+	switch {
+	case !now.Before(end):
+		return fmt.Sprintf("the interception CA expired on %s: intercepted HTTPS fails until a new CA (sekisho ca init) is rolled out and configured", end.Format(time.DateOnly))
+	case end.Sub(now) < 30*24*time.Hour:
+		return fmt.Sprintf("the interception CA expires on %s: create a new one (sekisho ca init) and roll it out to the PCs before then", end.Format(time.DateOnly))
+	}
+	return ""
 }
 
 // auditErrorReporter counts failed audit log writes and the lines they

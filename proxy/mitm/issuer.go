@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"net/netip"
 	"sync"
 	"time"
@@ -190,6 +191,11 @@ func (i *Issuer) sign(host string) (*tls.Certificate, time.Time, error) {
 	if err != nil {
 		return nil, time.Time{}, err
 	}
+	if !now.Before(i.ca.Cert.NotAfter) {
+		// A leaf past its CA is rejected by every client: say why instead.
+		return nil, time.Time{}, fmt.Errorf("the interception CA expired on %s: create a new one with sekisho ca init and roll it out",
+			i.ca.Cert.NotAfter.Format(time.DateOnly))
+	}
 	notAfter := now.Add(i.opt.Validity)
 	if notAfter.After(i.ca.Cert.NotAfter) {
 		notAfter = i.ca.Cert.NotAfter
@@ -202,6 +208,11 @@ func (i *Issuer) sign(host string) (*tls.Certificate, time.Time, error) {
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
+	}
+	if len(host) > 64 {
+		// RFC 5280 caps a CommonName at 64 characters; clients match on
+		// the SAN anyway.
+		tmpl.Subject.CommonName = ""
 	}
 	if a, err := netip.ParseAddr(host); err == nil {
 		tmpl.IPAddresses = append(tmpl.IPAddresses, a.AsSlice())
@@ -225,5 +236,19 @@ func (i *Issuer) sign(host string) (*tls.Certificate, time.Time, error) {
 		Certificate: [][]byte{der, i.ca.Cert.Raw},
 		PrivateKey:  i.key,
 		Leaf:        leaf,
-	}, notAfter.Add(-i.opt.Validity / 10), nil
+	}, renewAt(now, notAfter, i.opt.Validity), nil
+}
+
+// renewAt is when a cached leaf is signed again: a tenth of its validity
+// before it ends, but not sooner than a minute from now (a leaf cut short
+// by its CA's end would otherwise be signed again on every handshake).
+func renewAt(now, notAfter time.Time, validity time.Duration) time.Time {
+	at := notAfter.Add(-validity / 10)
+	if min := now.Add(time.Minute); at.Before(min) {
+		at = min
+		if at.After(notAfter) {
+			at = notAfter
+		}
+	}
+	return at
 }

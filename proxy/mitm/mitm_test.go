@@ -255,3 +255,60 @@ func itoa(n int) string {
 	}
 	return string(b)
 }
+
+// TestCAExpiry: in the CA's last hours, a leaf (cut at the CA's end) is
+// still cached rather than signed on every handshake; once the CA has
+// expired, signing fails with a message that says what to do, rather than
+// making a leaf that ends before it starts.
+func TestCAExpiry(t *testing.T) {
+	start := time.Now()
+	ca, err := InitCA(t.TempDir(), "City", start.AddDate(-10, 0, 0).Add(time.Hour)) // ends in about an hour
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := start
+	i, err := NewIssuer(ca, IssuerOptions{Now: func() time.Time { return now }}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := i.Certificate("a.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := i.Certificate("a.example"); a != b {
+		t.Errorf("near the CA's end every handshake signs a new leaf (leaf ends %v)", a.Leaf.NotAfter)
+	}
+	if !a.Leaf.NotAfter.Equal(ca.Cert.NotAfter) {
+		t.Errorf("leaf ends %v, want the CA's end %v", a.Leaf.NotAfter, ca.Cert.NotAfter)
+	}
+	now = start.Add(3 * time.Hour) // the CA ended two hours ago
+	if _, err := i.Certificate("b.example"); err == nil || !strings.Contains(err.Error(), "sekisho ca init") {
+		t.Errorf("signing with an expired CA: %v, want an error saying to create a new CA", err)
+	}
+}
+
+// TestLongNameLeaf: a host name over 64 characters (RFC 5280's cap on a
+// CommonName) gets a leaf with the name in its SAN only, which verifies.
+func TestLongNameLeaf(t *testing.T) {
+	ca, err := InitCA(t.TempDir(), "City", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	i, err := NewIssuer(ca, IssuerOptions{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := strings.Repeat("a", 60) + ".example.jp"
+	c, err := i.Certificate(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Leaf.Subject.CommonName != "" {
+		t.Errorf("CommonName %q over 64 characters", c.Leaf.Subject.CommonName)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	if _, err := c.Leaf.Verify(x509.VerifyOptions{DNSName: host, Roots: roots}); err != nil {
+		t.Errorf("leaf does not verify for %s: %v", host, err)
+	}
+}
