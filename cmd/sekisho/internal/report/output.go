@@ -59,8 +59,9 @@ func WriteCSV(w io.Writer, r *Report) error {
 	n := strconv.FormatInt
 	for _, row := range r.Rows {
 		c := row.Counts
+		t := cellText
 		if err := cw.Write([]string{
-			row.Group, row.GroupTitle, row.Service, row.ServiceTitle, row.Country, row.Destination,
+			t(row.Group), t(row.GroupTitle), t(row.Service), t(row.ServiceTitle), t(row.Country), t(row.Destination),
 			n(c.Requests, 10), n(c.Uploads, 10), n(c.UploadBytes, 10), n(c.Blocked, 10),
 			n(c.WouldBlock, 10), n(c.OverBudget, 10), n(c.DownloadBytes, 10),
 		}); err != nil {
@@ -69,6 +70,17 @@ func WriteCSV(w io.Writer, r *Report) error {
 	}
 	cw.Flush()
 	return cw.Error()
+}
+
+// cellText keeps a text cell from being read as a formula by Excel or
+// LibreOffice (OWASP's CSV injection advice): titles are free text in the
+// rules, and every value comes from a log file that clients' requests
+// shape. A leading apostrophe shows the text as it is.
+func cellText(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
 }
 
 // named joins a name and its title for display: "welfare 福祉課".

@@ -120,9 +120,10 @@ type Service struct {
 	// Declared are the storage countries the catalog declared for the
 	// service (or its endpoints) when the requests were decided.
 	Declared []string `json:"declared_countries"`
-	// Mismatch is true when traffic went to a country other than a
-	// declared storage country: a domestic CDN edge in front of storage
-	// abroad, or the reverse. Internal addresses do not count.
+	// Mismatch is true when a request went to another country than the
+	// storage country declared for it (for the service, or for the
+	// endpoint it used): a domestic CDN edge in front of storage abroad,
+	// or the reverse. Internal addresses do not count.
 	Mismatch bool `json:"mismatch"`
 }
 
@@ -215,6 +216,7 @@ type rowKey struct {
 type svcAgg struct {
 	dialed   map[string]*CountryShare
 	declared map[string]struct{}
+	mismatch bool // a request went elsewhere than the country declared for it
 }
 
 type blocks struct{ blocked, would, over int64 }
@@ -226,7 +228,7 @@ type Aggregator struct {
 	opt      Options
 	rows     map[rowKey]*Counts
 	services map[string]*svcAgg
-	hours    map[int64]*blocks // local hour number → blocks in it
+	hours    map[int64]*blocks // quarter hour since the epoch (UTC) → blocks in it
 	offset   int               // UTC offset of the first line counted
 	haveTime bool
 	first    time.Time
@@ -405,10 +407,19 @@ func (a *Aggregator) Add(e *audit.Entry) {
 		if _, ok := s.declared[e.Declared]; !ok {
 			s.declared[e.Declared] = struct{}{}
 		}
+		// Per request: a service may declare one country for itself and
+		// another for an endpoint (LINE: JP, its media KR).
+		if dialed != e.Declared && dialed != "internal" {
+			s.mismatch = true
+		}
 	}
 
 	if blocked || e.WouldBlock || e.BudgetExceeded {
-		h := localHour(e.Time)
+		// In absolute time: lines may carry different offsets (a DST
+		// change, logs of several hosts), and the axis is laid out in one
+		// zone only when the report is built. Quarter hours, for zones
+		// such as +05:30.
+		h := floorDiv(e.Time.Unix(), 900)
 		b := a.hours[h]
 		if b == nil {
 			b = &blocks{}
@@ -530,13 +541,7 @@ func (a *Aggregator) Report() *Report {
 			s.Declared = append(s.Declared, d)
 		}
 		sort.Strings(s.Declared)
-		for _, d := range s.Declared {
-			for _, cs := range s.Dialed {
-				if cs.Country != d && cs.Country != "internal" {
-					s.Mismatch = true
-				}
-			}
-		}
+		s.Mismatch = agg.mismatch
 		r.Services = append(r.Services, *s)
 	}
 	sort.Slice(r.Services, func(i, j int) bool { return r.Services[i].Service < r.Services[j].Service })
@@ -621,7 +626,8 @@ func (a *Aggregator) timeline() Timeline {
 		start := time.Unix(toHour(b)*3600-int64(a.offset), 0).In(zone)
 		points = append(points, Point{Start: start})
 	}
-	for h, bl := range a.hours {
+	for q, bl := range a.hours {
+		h := floorDiv(q*900+int64(a.offset), 3600) // the hour in the report's zone
 		i, ok := idx[bucket(h)]
 		if !ok {
 			continue
