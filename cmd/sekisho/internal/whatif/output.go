@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode"
 
 	"github.com/sekisho/sekisho/cmd/sekisho/internal/report"
 )
@@ -56,6 +57,9 @@ func WriteText(w io.Writer, r *Result, strict bool) error {
 	fmt.Fprintf(&b, "Lines     %s read: %s replayed", report.FormatCount(l.Read), report.FormatCount(l.Replayed))
 	if l.NoDecision > 0 {
 		fmt.Fprintf(&b, ", %s without a decision (refusals, sekisho's own pages)", report.FormatCount(l.NoDecision))
+	}
+	if l.InspectedSessions > 0 {
+		fmt.Fprintf(&b, ", %s inspected sessions (their requests are replayed)", report.FormatCount(l.InspectedSessions))
 	}
 	if l.OutsidePeriod > 0 {
 		fmt.Fprintf(&b, ", %s outside the period", report.FormatCount(l.OutsidePeriod))
@@ -174,7 +178,7 @@ func writeGroups(w io.Writer, title string, groups []Group, examples bool) error
 			if x.Client != "" {
 				fmt.Fprintf(&b, "  client %s", x.Client)
 			}
-			fmt.Fprintf(&b, "\n        %s  [%s]", x.Request, x.Country)
+			fmt.Fprintf(&b, "\n        %s  [%s]", printable(x.Request), x.Country)
 			if x.Body != "" {
 				fmt.Fprintf(&b, "  %s", x.Body)
 			}
@@ -185,4 +189,22 @@ func writeGroups(w io.Writer, title string, groups []Group, examples bool) error
 		}
 	}
 	return writeString(w, b.String())
+}
+
+// printable escapes control characters: a logged path is the decoded URL
+// path a client sent, and escape sequences in it must not reach the
+// admin's terminal.
+func printable(s string) string {
+	if !strings.ContainsFunc(s, unicode.IsControl) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			fmt.Fprintf(&b, "\\x%02x", r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

@@ -49,9 +49,14 @@ const (
 	// Cut: a tunnel or WebSocket closed when it went over its upload
 	// budget.
 	Cut
+	// Inspected: a CONNECT whose TLS is opened; each request inside is
+	// decided on its own (and on its own line of the log). A change to or
+	// from it is a change of the rules' inspection section (or bypass
+	// list): what the requests inside get then changes too.
+	Inspected
 )
 
-var outcomeNames = [...]string{Allow: "allow", Log: "log", WouldBlock: "would-block", Block: "block", Cut: "cut"}
+var outcomeNames = [...]string{Allow: "allow", Log: "log", WouldBlock: "would-block", Block: "block", Cut: "cut", Inspected: "inspected"}
 
 // String names the outcome as the text and JSON outputs write it.
 func (o Outcome) String() string {
@@ -163,9 +168,12 @@ type Lines struct {
 	// Replayed are the lines with a decision, decided again.
 	Replayed int64 `json:"replayed"`
 	// NoDecision are refusals and sekisho's own pages: nothing to replay.
-	NoDecision    int64 `json:"no_decision"`
-	OutsidePeriod int64 `json:"outside_period"`
-	Malformed     int64 `json:"malformed"`
+	NoDecision int64 `json:"no_decision"`
+	// InspectedSessions are CONNECTs opened under both rule sets: the
+	// requests inside are replayed on their own lines.
+	InspectedSessions int64 `json:"inspected_sessions"`
+	OutsidePeriod     int64 `json:"outside_period"`
+	Malformed         int64 `json:"malformed"`
 }
 
 // Result is what a replay found, and the document the JSON format writes.
@@ -415,6 +423,14 @@ func decide(set *rules.Set, e *audit.Entry, hold int64) verdict {
 	return v
 }
 
+// inspect tells whether set opens a logged CONNECT, and by which rule.
+func inspect(set *rules.Set, e *audit.Entry, hold int64) (bool, string) {
+	f := Facts(e, hold)
+	set.Prepare(&f)
+	in := set.Inspect(&f)
+	return in.Inspect, in.Rule
+}
+
 // Add replays one decoded line; file and line locate it for examples.
 func (p *Replayer) Add(file string, line int, e *audit.Entry) {
 	if (!p.opt.Since.IsZero() && e.Time.Before(p.opt.Since)) || (!p.opt.Until.IsZero() && !e.Time.Before(p.opt.Until)) {
@@ -425,6 +441,22 @@ func (p *Replayer) Add(file string, line int, e *audit.Entry) {
 		p.lines.NoDecision++
 		return
 	}
+	// A CONNECT while interception was on: first, was it opened, and
+	// would it be?
+	intercepting := e.Kind == audit.KindTunnel && e.Method == "CONNECT" && e.Inspection != ""
+	var oldOpen, newOpen bool
+	var oldInspRule, newInspRule string
+	if intercepting {
+		oldOpen, oldInspRule = e.Mode == "inspected", e.Inspection
+		if p.opt.Baseline != nil {
+			oldOpen, oldInspRule = inspect(p.opt.Baseline, e, p.opt.HoldBodyBytes)
+		}
+		newOpen, newInspRule = inspect(p.opt.Rules, e, p.opt.HoldBodyBytes)
+		if oldOpen && newOpen {
+			p.lines.InspectedSessions++
+			return
+		}
+	}
 	p.lines.Replayed++
 	from, fromRule := logged(e)
 	oldFailClosed := e.FailClosed
@@ -432,8 +464,14 @@ func (p *Replayer) Add(file string, line int, e *audit.Entry) {
 		b := decide(p.opt.Baseline, e, p.opt.HoldBodyBytes)
 		from, fromRule, oldFailClosed = b.o, b.rule, b.failClosed
 	}
+	if oldOpen {
+		from, fromRule, oldFailClosed = Inspected, oldInspRule, false
+	}
 	v := decide(p.opt.Rules, e, p.opt.HoldBodyBytes)
 	to, toRule, f := v.o, v.rule, &v.f
+	if newOpen {
+		to, toRule, v.failClosed, v.budgetNote = Inspected, newInspRule, false, ""
+	}
 	if from == to && fromRule == toRule {
 		return
 	}
