@@ -7,7 +7,10 @@
 //	                                  validate configuration and rules, run the rules' tests
 //	sekisho explain [flags] METHOD URL
 //	                                  dry-run one request: service, address, country, rule, decision
+//	sekisho ca init|export|show       the CA for TLS interception
 //	sekisho healthcheck [--url URL]   exit 0 if a running sekisho's admin /healthz answers 200
+//	sekisho report [flags] [FILE...]  usage report from audit logs: department × service × country
+//	sekisho whatif --rules NEW LOG... replay logged requests through new rules; exit 1 if any change
 //	sekisho version                   print the version
 package main
 

@@ -21,7 +21,7 @@ var stdin io.Reader = os.Stdin
 func cmdReport(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("report", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	since := fs.String("since", "", "count lines from this time on: 2026-06-01, 2026-06-01T09:00, RFC 3339, or a duration back from now (24h, 7d)")
+	since := fs.String("since", "", "count lines from this time on: 2026-06-01, 2026-06-01T09:00, RFC 3339, or a duration back from now (24h, 7d); without an offset, in the local time zone (TZ)")
 	until := fs.String("until", "", "count lines before this time (exclusive; same forms as --since)")
 	format := fs.String("format", "", "table (default), csv, json or html; default from --out's extension")
 	out := fs.String("out", "", "write the report to this file instead of standard output")
