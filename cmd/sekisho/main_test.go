@@ -91,9 +91,16 @@ func replaceByRename(t *testing.T, path, content string) {
 func boot(t *testing.T, rulesRef string, extra string) *env {
 	t.Helper()
 	dir := t.TempDir()
-	e := &env{dir: dir, sites: proxytest.NewSites(t), out: newSyncBuffer(), errs: newSyncBuffer()}
+	cfgPath := filepath.Join(dir, "sekisho.yaml")
+	writeFile(t, cfgPath, testConfig(t, dir, rulesRef, extra))
+	return startConfig(t, dir, cfgPath)
+}
+
+// testConfig is a sekisho.yaml for the test sites, with a test geo
+// database written to dir, the rules at rulesRef and extra lines appended.
+func testConfig(t *testing.T, dir, rulesRef, extra string) string {
 	geoPath := geotest.WriteFile(t, dir, geotest.CountryCode, geotest.Default)
-	cfgText := fmt.Sprintf(`version: 1
+	return fmt.Sprintf(`version: 1
 listen: 127.0.0.1:0
 admin_listen: 127.0.0.1:0
 rules: %s
@@ -107,8 +114,13 @@ destinations:
 log:
   level: debug
 %s`, rulesRef, geoPath, extra)
-	writeFile(t, filepath.Join(dir, "sekisho.yaml"), cfgText)
-	cfg, err := loadConfig(filepath.Join(dir, "sekisho.yaml"))
+}
+
+// startConfig starts sekisho on the configuration at cfgPath.
+func startConfig(t *testing.T, dir, cfgPath string) *env {
+	t.Helper()
+	e := &env{dir: dir, sites: proxytest.NewSites(t), out: newSyncBuffer(), errs: newSyncBuffer()}
+	cfg, err := loadConfig(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,34 +296,8 @@ func TestRulesReloadRelativeConfig(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
 	writeFile(t, "rules.yaml", blockKR)
-	geoPath := geotest.WriteFile(t, dir, geotest.CountryCode, geotest.Default)
-	writeFile(t, "sekisho.yaml", fmt.Sprintf(`version: 1
-listen: 127.0.0.1:0
-admin_listen: 127.0.0.1:0
-rules: rules.yaml
-geo:
-  database: %s
-  internal_networks: [10.0.0.0/8]
-clients:
-  allow: [127.0.0.0/8]
-destinations:
-  allow: [127.0.0.0/8, "::1/128"]
-`, geoPath))
-	cfg, err := loadConfig("sekisho.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{dir: dir, sites: proxytest.NewSites(t), out: newSyncBuffer(), errs: newSyncBuffer()}
-	inst, err := start(context.Background(), cfg, options{stdout: e.out, stderr: e.errs, resolver: proxytest.DefaultResolver()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.inst = inst
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = inst.Shutdown(ctx)
-	})
+	writeFile(t, "sekisho.yaml", testConfig(t, dir, "rules.yaml", ""))
+	e := startConfig(t, dir, "sekisho.yaml")
 	if got := e.uploadStatus(t, "kr.example"); got != 403 {
 		t.Fatalf("initial: %d", got)
 	}
