@@ -223,6 +223,9 @@ func TestBrowserUploadThroughPAC(t *testing.T) {
 			t.Errorf("the browser's block page lacks %q", want)
 		}
 	}
+	if t.Failed() {
+		t.Logf("the page:\n%.3000s\nsekisho's log:\n%s", dom, h.Audit())
+	}
 	if id := regexp.MustCompile(`Request ID</span>: <code>([0-9a-f]{8}-[0-9a-f]{8})</code>`).FindStringSubmatch(dom); id == nil || !strings.Contains(h.Audit(), `"id":"`+id[1]+`"`) {
 		t.Errorf("the block page's request id is not in the audit log: %v", id)
 	}

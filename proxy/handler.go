@@ -187,12 +187,16 @@ func (s *Server) finish(st *state) {
 			// Inside a tunnel, the next request's headers must come within
 			// the idle timeout (goproxy's loop has no deadline of its own).
 			// After an answer that closes the connection (a block, a
-			// refusal) there is no next request, and nothing more is read:
-			// goproxy's deferred close of the request body would otherwise
-			// take in the rest of a blocked upload.
+			// refusal) there is no next request: goproxy's deferred close
+			// of the request body reads on only for rstAvoidanceDelay (it
+			// would otherwise take in the whole of a blocked upload), and
+			// the connection is closed gracefully. A browser still sending
+			// the body and reset instead shows ERR_CONNECTION_RESET, not
+			// the block page.
 			deadline := time.Now().Add(s.limits.IdleTimeout)
 			if st.closeAfter {
-				deadline = time.Now()
+				deadline = time.Now().Add(rstAvoidanceDelay)
+				st.tunnel.conn.lingerOnClose()
 			}
 			_ = st.rc.SetReadDeadline(deadline)
 		}

@@ -359,7 +359,8 @@ func TestInspectedConnectIdleClosed(t *testing.T) {
 // TestInspectedBlockedUploadNotReadOn: after the 403 to a blocked upload
 // inside an intercepted tunnel, sekisho reads no more of the body (the
 // answer closes the connection), so a 64 MiB upload is not taken in
-// whole; and the foreign upstream gets nothing.
+// whole; the client can still read the answer; and the foreign upstream
+// gets nothing.
 func TestInspectedBlockedUploadNotReadOn(t *testing.T) {
 	h := interceptHarness(t)
 	target := net.JoinHostPort("kr.example", strconv.Itoa(h.TLSPort))
@@ -373,6 +374,8 @@ func TestInspectedBlockedUploadNotReadOn(t *testing.T) {
 	var sent atomic.Int64
 	done := make(chan error, 1)
 	go func() {
+		// About 8 MB/s, as from a PC on the LAN: the whole body would
+		// take 8 s.
 		chunk := bytes.Repeat([]byte("x"), 64<<10)
 		for sent.Load() < total {
 			n, err := tc.Write(chunk)
@@ -381,12 +384,17 @@ func TestInspectedBlockedUploadNotReadOn(t *testing.T) {
 				done <- err
 				return
 			}
+			time.Sleep(8 * time.Millisecond)
 		}
 		done <- nil
 	}()
+	// A browser busy sending reads the answer a little later: it must
+	// still be there (closing at once, with the body unread, would reset
+	// the connection and make the browser drop it: ERR_CONNECTION_RESET).
+	time.Sleep(200 * time.Millisecond)
 	resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("reading the answer: %v", err)
 	}
 	if resp.StatusCode != http.StatusForbidden || !resp.Close {
 		t.Fatalf("answer %d (close %v), want 403 closing the connection", resp.StatusCode, resp.Close)
@@ -400,8 +408,8 @@ func TestInspectedBlockedUploadNotReadOn(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Error("still sending 3s after the 403: sekisho keeps reading")
 	}
-	// Socket buffers on both sides hold a few MiB at most.
-	if more := sent.Load() - at403; more > 8<<20 {
+	// Half a second more of reading, and socket buffers.
+	if more := sent.Load() - at403; more > 24<<20 {
 		t.Errorf("%d MiB more of the body were taken in after the 403", more>>20)
 	}
 	assertUntouched(t, h.KR)
@@ -433,4 +441,37 @@ func TestShutdownWithOpenInspectedSession(t *testing.T) {
 		t.Fatal("Shutdown (300ms deadline) has not returned after 6s with one intercepted session open")
 	}
 	waitFor(t, func() bool { return strings.Contains(h.Audit(), `"method":"CONNECT"`) })
+}
+
+// TestInspectedBlockedUploadClosesCleanly: a browser sends a small upload
+// whole before it reads the 403: the connection then ends with the TLS
+// close and a FIN, not with a reset (which Chromium shows as
+// ERR_CONNECTION_RESET instead of the block page).
+func TestInspectedBlockedUploadClosesCleanly(t *testing.T) {
+	h := interceptHarness(t)
+	target := net.JoinHostPort("kr.example", strconv.Itoa(h.TLSPort))
+	tc, err := tlsThroughProxy(t, h, target, "kr.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := bytes.Repeat([]byte("r"), 96<<10)
+	fmt.Fprintf(tc, "POST /upload HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n", target, len(body))
+	if _, err := tc.Write(body); err != nil {
+		t.Fatalf("sending the body: %v", err)
+	}
+	br := bufio.NewReader(tc)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		t.Fatalf("reading the block page: %v", err)
+	}
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("status %d, want 403", resp.StatusCode)
+	}
+	if n, err := br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Errorf("after the answer: %d bytes, %v; want a clean end of stream", n, err)
+	}
+	assertUntouched(t, h.KR)
 }

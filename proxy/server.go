@@ -450,10 +450,29 @@ type clientConn struct {
 	release func()
 	once    sync.Once
 	onClose atomic.Pointer[func()]
+	// linger: the next Close ends gracefully (lingerOnClose).
+	linger atomic.Bool
 }
 
+// rstAvoidanceDelay is how long a connection closed with client input left
+// unread stays half-closed before it is closed: closing a socket with
+// unread input sends a reset, which makes the client drop an answer it has
+// not read yet (net/http's server waits the same).
+const rstAvoidanceDelay = 500 * time.Millisecond
+
+// lingerOnClose makes the next Close send the end of the stream at once but
+// close the socket only after rstAvoidanceDelay, without reading more: for
+// an answer (a block page) to a request whose body is left unread.
+func (c *clientConn) lingerOnClose() { c.linger.Store(true) }
+
 func (c *clientConn) Close() error {
-	err := c.Conn.Close()
+	var err error
+	if c.linger.Swap(false) {
+		_ = c.Conn.CloseWrite()
+		time.AfterFunc(rstAvoidanceDelay, func() { _ = c.Conn.Close() })
+	} else {
+		err = c.Conn.Close()
+	}
 	c.once.Do(c.release)
 	if fn := c.onClose.Swap(nil); fn != nil {
 		(*fn)()
